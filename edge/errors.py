@@ -1,0 +1,47 @@
+"""The exception hierarchy: everything edge-inspect raises on purpose derives from EdgeInspectError."""
+
+from __future__ import annotations
+
+
+class EdgeInspectError(Exception):
+    """Root of every error edge-inspect raises deliberately."""
+
+
+class ConfigError(EdgeInspectError):
+    """A configuration file or value is invalid; the message names the path in the file."""
+
+    def __init__(self, message: str, errors: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.errors: list[str] = errors if errors is not None else [message]
+
+
+class ModelError(EdgeInspectError):
+    """A model file cannot be used: not ONNX, unsupported layout, wrong task or class count."""
+
+
+class EngineError(EdgeInspectError):
+    """An inference runtime failed to load or run a model."""
+
+
+class EngineUnavailableError(EngineError):
+    """The runtime an engine needs is not installed on this host."""
+
+
+class CameraError(EdgeInspectError):
+    """A camera cannot be opened or configured."""
+
+
+class CameraLostError(CameraError):
+    """A camera that was streaming went away; the acquisition loop reconnects it."""
+
+
+class CameraNodeError(CameraError):
+    """A GenICam feature node the configuration asks for is missing or not writable."""
+
+
+class SinkError(EdgeInspectError):
+    """A verdict sink cannot be set up."""
+
+
+class DatasetError(EdgeInspectError):
+    """A dataset or annotation file is malformed or missing."""
