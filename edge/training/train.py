@@ -1,0 +1,110 @@
+"""`edge-inspect train`: Ultralytics training tuned for inspection images, then ONNX export.
+
+Needs the `train` extra (ultralytics, torch). Imported lazily so the service never pulls torch.
+Inspection images are binary/grey line-scan crops: flips are valid, colour jitter is not, and
+defects are small, so mosaic stays on and scale jitter is mild. Training resumes from
+`<project>/<name>/weights/last.pt` when that exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge.errors import EdgeInspectError
+
+log = logging.getLogger(__name__)
+
+# Augmentation suited to binarised PCB crops: no hue/saturation/value jitter, flips both ways.
+INSPECTION_AUGMENT: dict[str, Any] = {
+    "hsv_h": 0.0,
+    "hsv_s": 0.0,
+    "hsv_v": 0.0,
+    "fliplr": 0.5,
+    "flipud": 0.5,
+    "degrees": 0.0,
+    "translate": 0.1,
+    "scale": 0.25,
+    "mosaic": 1.0,
+    "mixup": 0.0,
+    "close_mosaic": 5,
+}
+
+
+@dataclass
+class TrainOptions:
+    data: Path
+    model: str = "yolo11n.yaml"
+    imgsz: int = 320
+    epochs: int = 100
+    hours: float | None = None
+    batch: int = 16
+    workers: int = 2
+    device: str = "cpu"
+    project: Path = Path("runs/train")
+    name: str = "pcb"
+    seed: int = 0
+    cache: str = "ram"
+    val_each_epoch: bool = True
+
+
+def _require_ultralytics() -> Any:
+    try:
+        import ultralytics
+    except ImportError as exc:  # pragma: no cover - depends on the extra
+        raise EdgeInspectError(
+            "training needs the 'train' extra: pip install 'edge-inspect[train]'"
+        ) from exc
+    return ultralytics
+
+
+def train(opts: TrainOptions) -> Path:
+    """Train (or resume) and return the path of the best checkpoint."""
+    ultralytics = _require_ultralytics()
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    last = opts.project.resolve() / opts.name / "weights" / "last.pt"
+    if last.is_file():
+        log.info("resuming from %s", last)
+        model = ultralytics.YOLO(str(last))
+        model.train(resume=True)
+    else:
+        model = ultralytics.YOLO(opts.model)
+        kwargs: dict[str, Any] = dict(INSPECTION_AUGMENT)
+        kwargs.update(
+            data=str(opts.data.resolve()),
+            imgsz=opts.imgsz,
+            epochs=opts.epochs,
+            batch=opts.batch,
+            workers=opts.workers,
+            device=opts.device,
+            project=str(opts.project.resolve()),
+            name=opts.name,
+            exist_ok=True,
+            seed=opts.seed,
+            cache=opts.cache,
+            pretrained=False,
+            plots=False,
+            val=opts.val_each_epoch,
+            amp=False,
+            verbose=True,
+        )
+        if opts.hours is not None:
+            kwargs["time"] = opts.hours
+        model.train(**kwargs)
+    best = opts.project.resolve() / opts.name / "weights" / "best.pt"
+    return best if best.is_file() else last
+
+
+def export_onnx(checkpoint: Path, out: Path, imgsz: int, half: bool = False) -> Path:
+    """Export a checkpoint to ONNX (opset 17, static batch 1) with Ultralytics metadata."""
+    ultralytics = _require_ultralytics()
+    model = ultralytics.YOLO(str(checkpoint))
+    produced = Path(model.export(format="onnx", imgsz=imgsz, opset=17, simplify=True, dynamic=False, half=half))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(produced, out)
+    log.info("exported %s -> %s", checkpoint, out)
+    return out
