@@ -35,7 +35,8 @@ class Frame:
     `array` is HxW (mono) or HxWx3 (BGR) uint8 and shares memory with the camera buffer.
     `captured_ns` is host `time.monotonic_ns()` when the camera handed the frame over;
     `device_timestamp` is the camera's own clock where it has one (else None).
-    `handle` is whatever the camera needs to give the buffer back.
+    `handle` is whatever the camera needs to give the buffer back. A frame with `error` set
+    is one the camera could not deliver whole; the pipeline decides it FAILSAFE at once.
     """
 
     array: np.ndarray
@@ -46,6 +47,7 @@ class Frame:
     device_timestamp: int | None = None
     handle: Any = None
     truth: GroundTruth | None = None
+    error: str | None = None  # set for a glitched frame (incomplete, bad format): decided FAILSAFE
 
 
 @runtime_checkable

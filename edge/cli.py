@@ -1,0 +1,191 @@
+"""`edge-inspect` command line: run, demo, config check, and the model tools."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from edge.errors import ConfigError, EdgeInspectError
+
+log = logging.getLogger("edge")
+
+
+class StatusLine:
+    """One live status line (fps, verdict counts, p99) instead of a log flood."""
+
+    def __init__(self, line: Any, stream: TextIO, interval_s: float | None = None) -> None:
+        self._line = line
+        self._stream = stream
+        self._tty = stream.isatty()
+        self._interval = interval_s if interval_s is not None else (0.5 if self._tty else 5.0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="status-line", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _emit(self, final: bool = False) -> None:
+        text = self._line()
+        if self._tty:
+            self._stream.write("\r\x1b[K" + text + ("\n" if final else ""))
+        else:
+            self._stream.write(text + "\n")
+        self._stream.flush()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._emit()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._emit(final=True)
+
+
+def _setup_logging(level: str, quiet_status: bool) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if quiet_status:
+        logging.getLogger("edge.verdicts").setLevel(logging.WARNING)
+
+
+def _run_service(cfg: Any, max_frames: int | None, summary_json: Path | None, show_status: bool) -> int:
+    from edge.app import build_service
+
+    service = build_service(cfg, max_frames=max_frames)
+    stop_requested = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop_requested.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    status = StatusLine(service.pipeline.stats.status_line, sys.stderr) if show_status else None
+    try:
+        service.start(serve_metrics=True, config=cfg)
+        if status:
+            status.start()
+        while not stop_requested.is_set() and not service.pipeline.wait(0.2):
+            pass
+    finally:
+        summary = service.stop()
+        if status:
+            status.stop()
+        for s, h in previous.items():
+            signal.signal(s, h)
+    summary["config_version"] = cfg.config_version
+    text = json.dumps(summary, indent=2)
+    if summary_json is not None:
+        summary_json.parent.mkdir(parents=True, exist_ok=True)
+        summary_json.write_text(text + "\n")
+        log.info("summary written to %s", summary_json)
+    else:
+        print(text)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge.config import load_config
+
+    cfg = load_config(args.config)
+    _setup_logging(args.log_level or cfg.app.log_level, quiet_status=False)
+    return _run_service(cfg, args.frames, args.summary_json, show_status=not args.no_status)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edge.demo import demo_config
+
+    cfg = demo_config(
+        out_dir=args.out,
+        engine=args.engine,
+        model=args.model,
+        rate_ppm=args.rate_ppm,
+        metrics_port=args.metrics_port,
+    )
+    _setup_logging(args.log_level or "INFO", quiet_status=True)
+    log.info("demo: %s frames from the bundled PCB images, verdicts in %s", args.frames or "unlimited", args.out)
+    return _run_service(cfg, args.frames, args.summary_json, show_status=True)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from edge.config import load_config
+
+    try:
+        cfg = load_config(args.file)
+    except ConfigError as exc:
+        print(f"{args.file}: {len(exc.errors)} error(s)", file=sys.stderr)
+        for e in exc.errors:
+            print(f"  {e}", file=sys.stderr)
+        return 2
+    print(
+        f"{args.file}: OK ({len(cfg.cameras)} camera(s), engine {cfg.engine.type}, "
+        f"{len(cfg.sinks)} sink(s), config version {cfg.config_version})"
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-inspect", description="Real-time inline inspection service.")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the service from a config file")
+    run.add_argument("-c", "--config", type=Path, required=True)
+    run.add_argument("--frames", type=int, default=None, help="stop after N frames")
+    run.add_argument("--summary-json", type=Path, default=None)
+    run.add_argument("--no-status", action="store_true", help="no live status line")
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="run the whole pipeline on bundled PCB images and the shipped model")
+    demo.add_argument("--frames", type=int, default=None, help="stop after N frames (default: until Ctrl-C)")
+    demo.add_argument("--headless", action="store_true", help="no interactive view (status line only)")
+    demo.add_argument("--summary-json", type=Path, default=None)
+    demo.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for verdicts.jsonl")
+    demo.add_argument("--engine", default="auto", help="engine type (auto, onnxruntime, openvino, ...)")
+    demo.add_argument("--model", type=Path, default=None, help="ONNX model (default: the shipped one)")
+    demo.add_argument("--rate-ppm", type=float, default=1200.0, help="line rate in parts per minute")
+    demo.add_argument("--metrics-port", type=int, default=0, help="serve /metrics on 127.0.0.1:PORT")
+    demo.set_defaults(func=cmd_demo)
+
+    config = sub.add_parser("config", help="configuration tools")
+    csub = config.add_subparsers(dest="config_command", required=True)
+    check = csub.add_parser("check", help="validate a config file and print every error with its path")
+    check.add_argument("file", type=Path)
+    check.set_defaults(func=cmd_config_check)
+
+    try:
+        from edge.training.cli import add_commands
+    except ImportError:  # pragma: no cover - the training tools are part of the package
+        pass
+    else:
+        add_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc: int = args.func(args)
+        return rc
+    except ConfigError as exc:
+        print("\n  ".join([str(exc).splitlines()[0], *exc.errors]) if len(exc.errors) > 1 else str(exc), file=sys.stderr)
+        return 2
+    except EdgeInspectError as exc:
+        print(f"edge-inspect: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

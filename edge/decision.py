@@ -1,0 +1,229 @@
+"""Decision rules: pure functions from detections to a PASS/REJECT verdict with its reasons.
+
+A detection *counts* as a defect when it passes every filter in force for its class:
+minimum confidence (per class, else the calibrated sidecar, else the default), minimum box
+area, inside a region of interest (if any are set; by box centre) and outside every ignore
+zone. The part is rejected when the number of counting detections of a class exceeds that
+class's `max_count` (default 0), or the total exceeds `max_total` when that is set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from edge.errors import ConfigError
+from edge.verdict import Detection, Detections, Reason, VerdictKind
+
+Box = tuple[float, float, float, float]
+
+
+class ClassRule(BaseModel):
+    """Overrides for one class."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_confidence: float | None = Field(None, ge=0, le=1)
+    min_area_px: float | None = Field(None, ge=0)
+    max_count: int | None = Field(None, ge=0, description="Defects of this class a part may have.")
+    ignore: bool = Field(False, description="Never reject for this class.")
+
+
+class DecisionConfig(BaseModel):
+    """The `decision:` section."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_confidence: float = Field(0.25, ge=0, le=1, description="Default per-class threshold.")
+    min_area_px: float = Field(0.0, ge=0, description="Boxes smaller than this (px^2) are ignored.")
+    max_count: int = Field(0, ge=0, description="Defects per class a part may have and still pass.")
+    max_total: int | None = Field(None, ge=0, description="Defects of all classes a part may have.")
+    classes: dict[str, ClassRule] = Field(default_factory=dict)
+    regions_of_interest: list[Box] = Field(
+        default_factory=list, description="x1,y1,x2,y2 in camera px; only defects centred inside count."
+    )
+    ignore_zones: list[Box] = Field(
+        default_factory=list, description="x1,y1,x2,y2 in camera px; defects centred inside are ignored."
+    )
+    thresholds_file: str | Literal["auto"] | None = Field(
+        "auto",
+        description="Calibrated per-class thresholds (sidecar YAML); 'auto' = <model>.thresholds.yaml if present.",
+    )
+
+    @field_validator("regions_of_interest", "ignore_zones")
+    @classmethod
+    def _boxes_valid(cls, boxes: list[Box]) -> list[Box]:
+        for b in boxes:
+            if not (b[2] > b[0] and b[3] > b[1]):
+                raise ValueError(f"box {list(b)} must have x2 > x1 and y2 > y1")
+        return boxes
+
+
+@dataclass(frozen=True)
+class CompiledRules:
+    """Decision rules resolved against a model's class names, as arrays indexed by class id."""
+
+    names: tuple[str, ...]
+    min_conf: np.ndarray  # float32 (nc,)
+    min_area: np.ndarray  # float32 (nc,)
+    max_count: np.ndarray  # int64 (nc,)
+    ignored: np.ndarray  # bool (nc,)
+    max_total: int | None
+    rois: np.ndarray  # float32 (r, 4)
+    ignore_zones: np.ndarray  # float32 (z, 4)
+    threshold_source: str
+
+    def min_confidence(self) -> float:
+        """The lowest threshold in force: the engine may drop anything below it."""
+        active = self.min_conf[~self.ignored]
+        return float(active.min()) if active.size else 1.0
+
+
+def load_sidecar_thresholds(path: Path) -> dict[str, float]:
+    """Read `thresholds:` from a calibration sidecar file."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read thresholds file ({exc})") from exc
+    th = data.get("thresholds") if isinstance(data, dict) else None
+    if not isinstance(th, dict) or not all(isinstance(v, (int, float)) for v in th.values()):
+        raise ConfigError(f"{path}: expected a 'thresholds' mapping of class name to number")
+    return {str(k): float(v) for k, v in th.items()}
+
+
+def sidecar_path(model_path: Path) -> Path:
+    return model_path.with_name(f"{model_path.stem}.thresholds.yaml")
+
+
+def compile_rules(
+    config: DecisionConfig, names: Sequence[str], model_path: Path | None = None, base_dir: Path | None = None
+) -> CompiledRules:
+    """Resolve the config against the model's classes. Unknown class names are an error."""
+    nc = len(names)
+    unknown = sorted(set(config.classes) - set(names))
+    if unknown:
+        raise ConfigError(f"decision.classes: {unknown} are not classes of the model ({list(names)})")
+
+    sidecar: dict[str, float] = {}
+    source = "config"
+    tf = config.thresholds_file
+    if tf == "auto":
+        if model_path is not None and sidecar_path(model_path).is_file():
+            sidecar = load_sidecar_thresholds(sidecar_path(model_path))
+            source = str(sidecar_path(model_path))
+    elif tf:
+        p = Path(tf)
+        if not p.is_absolute() and base_dir is not None:
+            p = base_dir / p
+        if not p.is_file():
+            raise ConfigError(f"decision.thresholds_file: {p} does not exist")
+        sidecar = load_sidecar_thresholds(p)
+        source = str(p)
+    bad = sorted(set(sidecar) - set(names))
+    if bad:
+        raise ConfigError(f"thresholds file {source}: {bad} are not classes of the model ({list(names)})")
+
+    min_conf = np.full(nc, config.min_confidence, np.float32)
+    min_area = np.full(nc, config.min_area_px, np.float32)
+    max_count = np.full(nc, config.max_count, np.int64)
+    ignored = np.zeros(nc, bool)
+    for i, name in enumerate(names):
+        if name in sidecar:
+            min_conf[i] = sidecar[name]
+        rule = config.classes.get(name)
+        if rule is None:
+            continue
+        if rule.min_confidence is not None:
+            min_conf[i] = rule.min_confidence
+        if rule.min_area_px is not None:
+            min_area[i] = rule.min_area_px
+        if rule.max_count is not None:
+            max_count[i] = rule.max_count
+        ignored[i] = rule.ignore
+    return CompiledRules(
+        names=tuple(names),
+        min_conf=min_conf,
+        min_area=min_area,
+        max_count=max_count,
+        ignored=ignored,
+        max_total=config.max_total,
+        rois=np.asarray(config.regions_of_interest, np.float32).reshape(-1, 4),
+        ignore_zones=np.asarray(config.ignore_zones, np.float32).reshape(-1, 4),
+        threshold_source=source,
+    )
+
+
+def _centres_inside(boxes: np.ndarray, zones: np.ndarray) -> np.ndarray:
+    """(n,) bool: box centre lies inside any zone."""
+    if zones.shape[0] == 0 or boxes.shape[0] == 0:
+        return np.zeros(boxes.shape[0], bool)
+    cx = (boxes[:, 0:1] + boxes[:, 2:3]) * 0.5
+    cy = (boxes[:, 1:2] + boxes[:, 3:4]) * 0.5
+    inside = (cx >= zones[:, 0]) & (cx <= zones[:, 2]) & (cy >= zones[:, 1]) & (cy <= zones[:, 3])
+    return np.asarray(inside.any(axis=1))
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: VerdictKind
+    reasons: tuple[Reason, ...]
+    detections: tuple[Detection, ...]  # every detection the engine returned, for the record
+    defects: int  # detections that counted
+
+
+def decide(dets: Detections, rules: CompiledRules) -> Decision:
+    """Apply the rules. Pure: same detections and rules, same decision."""
+    all_dets = dets.to_list(rules.names)
+    n = len(dets)
+    if n == 0:
+        return Decision(VerdictKind.PASS, (), (), 0)
+    cls = np.clip(dets.classes.astype(np.int64), 0, len(rules.names) - 1)
+    boxes = dets.boxes
+    area = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    counts = ~rules.ignored[cls]
+    counts &= dets.scores >= rules.min_conf[cls]
+    counts &= area >= rules.min_area[cls]
+    if rules.rois.shape[0]:
+        counts &= _centres_inside(boxes, rules.rois)
+    if rules.ignore_zones.shape[0]:
+        counts &= ~_centres_inside(boxes, rules.ignore_zones)
+
+    idx = np.flatnonzero(counts)
+    per_class = np.bincount(cls[idx], minlength=len(rules.names))
+    over = per_class > rules.max_count
+    total_over = rules.max_total is not None and idx.size > rules.max_total
+    if not over.any() and not total_over:
+        return Decision(VerdictKind.PASS, (), all_dets, int(idx.size))
+
+    reasons: list[Reason] = []
+    for i in idx.tolist():
+        c = int(cls[i])
+        if not (over[c] or total_over):
+            continue
+        d = all_dets[i]
+        if over[c]:
+            msg = (
+                f"{d.name} conf {d.confidence:.3f} >= {float(rules.min_conf[c]):.3f}, "
+                f"area {d.area:.0f} px2; {int(per_class[c])} {d.name} > max {int(rules.max_count[c])}"
+            )
+            reasons.append(Reason("max_count", msg, d))
+        else:
+            msg = f"{d.name} conf {d.confidence:.3f}; {idx.size} defects > max_total {rules.max_total}"
+            reasons.append(Reason("max_total", msg, d))
+    return Decision(VerdictKind.REJECT, tuple(reasons), all_dets, int(idx.size))
+
+
+def describe(rules: CompiledRules) -> Mapping[str, object]:
+    """The thresholds in force, for logs and the status page."""
+    return {
+        "source": rules.threshold_source,
+        "min_confidence": {n: round(float(v), 4) for n, v in zip(rules.names, rules.min_conf)},
+        "max_count": {n: int(v) for n, v in zip(rules.names, rules.max_count)},
+        "ignored": [n for n, ig in zip(rules.names, rules.ignored) if ig],
+    }

@@ -1,0 +1,64 @@
+"""The demo: the whole pipeline on the bundled PCB images and the shipped model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from edge.config import LoadedConfig, parse_config
+from edge.errors import ConfigError
+
+DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODEL = "pcb-yolo11n-320.onnx"
+
+
+def default_model() -> Path:
+    path = MODELS_DIR / DEFAULT_MODEL
+    if not path.is_file():
+        raise ConfigError(f"the shipped model {path} is missing; pass --model PATH")
+    return path
+
+
+def demo_config_dict(
+    out_dir: Path,
+    engine: str = "auto",
+    model: Path | None = None,
+    rate_ppm: float = 1200.0,
+    metrics_port: int = 0,
+) -> dict[str, object]:
+    """The demo's config as a plain mapping (what a user would write in YAML)."""
+    return {
+        "version": "demo",
+        "cameras": [
+            {
+                "type": "replay",
+                "name": "line1",
+                "path": str(DEMO_DATA / "images"),
+                "rate_ppm": rate_ppm,
+                "loop": True,
+                "labels": "yolo",
+                "labels_dir": str(DEMO_DATA / "labels"),
+            }
+        ],
+        "engine": {"type": engine, "model": str((model or default_model()).resolve())},
+        "decision": {"min_confidence": 0.25, "thresholds_file": "auto"},
+        "pipeline": {"budget_ms": 250, "ring_slots": 8},
+        "sinks": [
+            {"type": "jsonl", "path": str((out_dir / "verdicts.jsonl").resolve())},
+            {"type": "log"},
+        ],
+        "metrics": {"port": metrics_port},
+    }
+
+
+def demo_config(
+    out_dir: Path,
+    engine: str = "auto",
+    model: Path | None = None,
+    rate_ppm: float = 1200.0,
+    metrics_port: int = 0,
+) -> LoadedConfig:
+    text = yaml.safe_dump(demo_config_dict(out_dir, engine, model, rate_ppm, metrics_port), sort_keys=False)
+    return parse_config(text, "<demo config>", base_dir=Path.cwd())
