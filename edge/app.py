@@ -63,7 +63,7 @@ def build_service(cfg: LoadedConfig, max_frames: int | None = None) -> Service:
 
     _check_buffers(cfg)
     engine = build_engine(cfg.engine, cfg.base_dir)
-    info = engine.load() if not hasattr(engine, "info") or engine.info is None else engine.info
+    info = engine.load()  # idempotent: returns the loaded model's info
     try:
         rules = compile_rules(cfg.app.decision, info.names, Path(info.path), cfg.base_dir)
         log.info("decision thresholds: %s", describe(rules))

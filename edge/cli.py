@@ -133,6 +133,17 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    from edge.config_docs import reference
+
+    text = reference()
+    if args.out is not None:
+        args.out.write_text(text)
+    else:
+        print(text, end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="edge-inspect", description="Real-time inline inspection service.")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None)
@@ -161,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = csub.add_parser("check", help="validate a config file and print every error with its path")
     check.add_argument("file", type=Path)
     check.set_defaults(func=cmd_config_check)
+    ref = csub.add_parser("reference", help="print the configuration reference (Markdown)")
+    ref.add_argument("--out", type=Path, default=None)
+    ref.set_defaults(func=cmd_config_reference)
 
     try:
         from edge.training.cli import add_commands

@@ -44,13 +44,15 @@ class AppConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: str = Field("1", description="Your config version, carried in every verdict.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    cameras: list[dict[str, Any]] = Field(..., min_length=1)
-    engine: dict[str, Any]
-    decision: DecisionConfig = Field(default_factory=DecisionConfig)
-    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
-    sinks: list[dict[str, Any]] = Field(default_factory=lambda: [{"type": "log"}])
-    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Service log level.")
+    cameras: list[dict[str, Any]] = Field(..., min_length=1, description="One or more cameras (see `cameras[]`).")
+    engine: dict[str, Any] = Field(..., description="The inference engine (see `engine`).")
+    decision: DecisionConfig = Field(default_factory=DecisionConfig, description="Decision rules.")
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig, description="Deadline and ring.")
+    sinks: list[dict[str, Any]] = Field(
+        default_factory=lambda: [{"type": "log"}], description="Where verdicts go (default: the log)."
+    )
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus endpoint.")
 
 
 @dataclass

@@ -44,7 +44,7 @@ class DecisionConfig(BaseModel):
     min_area_px: float = Field(0.0, ge=0, description="Boxes smaller than this (px^2) are ignored.")
     max_count: int = Field(0, ge=0, description="Defects per class a part may have and still pass.")
     max_total: int | None = Field(None, ge=0, description="Defects of all classes a part may have.")
-    classes: dict[str, ClassRule] = Field(default_factory=dict)
+    classes: dict[str, ClassRule] = Field(default_factory=dict, description="Per-class overrides by class name.")
     regions_of_interest: list[Box] = Field(
         default_factory=list, description="x1,y1,x2,y2 in camera px; only defects centred inside count."
     )

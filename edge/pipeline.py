@@ -22,7 +22,7 @@ from cameras.base import Camera, Frame
 from edge.config import PipelineConfig
 from edge.decision import CompiledRules, Decision, decide
 from edge.engines.base import Engine, ModelInfo
-from edge.engines.yolo import DecodeScratch, Preprocessor, decode
+from edge.engines.yolo import Decoder, Preprocessor
 from edge.errors import CameraError, CameraLostError
 from edge.metrics import PipelineMetrics
 from edge.ring import Ring, Slot
@@ -62,8 +62,12 @@ class Inspector:
         self.rules = rules
         self.settings = settings
         self.preprocess = Preprocessor(engine.input_buffer()[0])
-        self.confidence = min(settings.confidence, rules.min_confidence())
-        self.scratch: DecodeScratch | None = None
+        self.decode = Decoder(
+            info,
+            conf=min(settings.confidence, rules.min_confidence()),
+            iou=settings.iou,
+            max_det=settings.max_detections,
+        )
 
     def judge(self, frame: Frame) -> WorkResult:
         t0 = time.monotonic_ns()
@@ -71,18 +75,7 @@ class Inspector:
         t1 = time.monotonic_ns()
         raw = self.engine.infer()
         t2 = time.monotonic_ns()
-        if self.scratch is None:
-            self.scratch = DecodeScratch.for_output(raw, self.info.layout)
-        dets = decode(
-            raw,
-            layout=self.info.layout,
-            num_classes=self.info.num_classes,
-            conf=self.confidence,
-            iou=self.settings.iou,
-            geometry=geometry,
-            max_det=self.settings.max_detections,
-            scratch=self.scratch,
-        )
+        dets = self.decode(raw, geometry)
         decision = decide(dets, self.rules)
         return WorkResult(decision, t0, t1, t2, time.monotonic_ns())
 
