@@ -37,6 +37,9 @@ class Frame:
     `device_timestamp` is the camera's own clock where it has one (else None).
     `handle` is whatever the camera needs to give the buffer back. A frame with `error` set
     is one the camera could not deliver whole; the pipeline decides it FAILSAFE at once.
+    `channel_order` is "BGR" unless a camera hands over RGB bytes unconverted ("RGB"); it is
+    meaningless for a mono HxW array. A colour array may be a non-contiguous view (the three
+    colour bytes of a 4-byte RGBa pixel): consumers must not assume C-contiguity.
     """
 
     array: np.ndarray
@@ -48,6 +51,7 @@ class Frame:
     handle: Any = None
     truth: GroundTruth | None = None
     error: str | None = None  # set for a glitched frame (incomplete, bad format): decided FAILSAFE
+    channel_order: str = "BGR"  # order of a 3-channel array's last axis: "BGR" or "RGB"
 
 
 @runtime_checkable
@@ -73,6 +77,6 @@ class CameraConfigBase(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field("cam0", min_length=1, description="Camera name used in verdicts and metrics.")
-    reconnect_initial_s: float = Field(0.5, gt=0, description="First reconnect back-off.")
-    reconnect_max_s: float = Field(10.0, gt=0, description="Longest reconnect back-off.")
+    name: str = Field(default="cam0", min_length=1, description="Camera name used in verdicts and metrics.")
+    reconnect_initial_s: float = Field(default=0.5, gt=0, description="First reconnect back-off.")
+    reconnect_max_s: float = Field(default=10.0, gt=0, description="Longest reconnect back-off.")

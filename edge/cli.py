@@ -192,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         rc: int = args.func(args)
         return rc
     except ConfigError as exc:
-        print("\n  ".join([str(exc).splitlines()[0], *exc.errors]) if len(exc.errors) > 1 else str(exc), file=sys.stderr)
+        lines = [str(exc).splitlines()[0], *exc.errors] if len(exc.errors) > 1 else [str(exc)]
+        print("\n  ".join(lines), file=sys.stderr)
         return 2
     except EdgeInspectError as exc:
         print(f"edge-inspect: {exc}", file=sys.stderr)

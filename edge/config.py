@@ -202,10 +202,10 @@ def parse_config(
         sinks.append(_validate_plugin(sink_reg, sink, ("sinks", i), errors))
 
     names = [getattr(c, "name", None) for c in cameras if c is not None]
-    dupes = sorted({n for n in names if names.count(n) > 1 and n is not None})
+    dupes = sorted({str(n) for n in names if names.count(n) > 1 and n is not None})
     if dupes:
         errors.add(("cameras",), f"camera names must be unique; repeated: {dupes}")
-    sink_names = [getattr(s, "name", None) or getattr(s, "type", "") for s in sinks if s is not None]
+    sink_names = [str(getattr(s, "name", None) or getattr(s, "type", "")) for s in sinks if s is not None]
     sdupes = sorted({n for n in sink_names if sink_names.count(n) > 1})
     if sdupes:
         errors.add(("sinks",), f"sink names must be unique (set 'name:'); repeated: {sdupes}")

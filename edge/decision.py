@@ -9,17 +9,20 @@ class's `max_count` (default 0), or the total exceeds `max_total` when that is s
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edge.errors import ConfigError
+from edge.thresholds import load_thresholds, sidecar_path
 from edge.verdict import Detection, Detections, Reason, VerdictKind
+
+log = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]
 
@@ -85,22 +88,6 @@ class CompiledRules:
         return float(active.min()) if active.size else 1.0
 
 
-def load_sidecar_thresholds(path: Path) -> dict[str, float]:
-    """Read `thresholds:` from a calibration sidecar file."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read thresholds file ({exc})") from exc
-    th = data.get("thresholds") if isinstance(data, dict) else None
-    if not isinstance(th, dict) or not all(isinstance(v, (int, float)) for v in th.values()):
-        raise ConfigError(f"{path}: expected a 'thresholds' mapping of class name to number")
-    return {str(k): float(v) for k, v in th.items()}
-
-
-def sidecar_path(model_path: Path) -> Path:
-    return model_path.with_name(f"{model_path.stem}.thresholds.yaml")
-
-
 def compile_rules(
     config: DecisionConfig, names: Sequence[str], model_path: Path | None = None, base_dir: Path | None = None
 ) -> CompiledRules:
@@ -114,16 +101,20 @@ def compile_rules(
     source = "config"
     tf = config.thresholds_file
     if tf == "auto":
-        if model_path is not None and sidecar_path(model_path).is_file():
-            sidecar = load_sidecar_thresholds(sidecar_path(model_path))
-            source = str(sidecar_path(model_path))
+        candidate = sidecar_path(model_path) if model_path is not None else None
+        if candidate is not None and candidate.is_file():
+            try:
+                sidecar = dict(load_thresholds(candidate, model_path).thresholds)
+                source = str(candidate)
+            except ConfigError as exc:  # a sidecar left over from another model: do not use it
+                log.warning("ignoring %s: %s", candidate, exc)
     elif tf:
         p = Path(tf)
         if not p.is_absolute() and base_dir is not None:
             p = base_dir / p
         if not p.is_file():
             raise ConfigError(f"decision.thresholds_file: {p} does not exist")
-        sidecar = load_sidecar_thresholds(p)
+        sidecar = dict(load_thresholds(p, model_path).thresholds)
         source = str(p)
     bad = sorted(set(sidecar) - set(names))
     if bad:
@@ -223,7 +214,7 @@ def describe(rules: CompiledRules) -> Mapping[str, object]:
     """The thresholds in force, for logs and the status page."""
     return {
         "source": rules.threshold_source,
-        "min_confidence": {n: round(float(v), 4) for n, v in zip(rules.names, rules.min_conf)},
-        "max_count": {n: int(v) for n, v in zip(rules.names, rules.max_count)},
-        "ignored": [n for n, ig in zip(rules.names, rules.ignored) if ig],
+        "min_confidence": {n: round(float(v), 4) for n, v in zip(rules.names, rules.min_conf, strict=True)},
+        "max_count": {n: int(v) for n, v in zip(rules.names, rules.max_count, strict=True)},
+        "ignored": [n for n, ig in zip(rules.names, rules.ignored, strict=True) if ig],
     }

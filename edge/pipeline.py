@@ -200,7 +200,8 @@ class Pipeline:
         ]
         self._cams_running = len(self.cameras)
         for cam in self.cameras:
-            self._threads.append(threading.Thread(target=self._acquire, args=(cam,), name=f"camera-{cam.name}", daemon=True))
+            t = threading.Thread(target=self._acquire, args=(cam,), name=f"camera-{cam.name}", daemon=True)
+            self._threads.append(t)
         for t in self._threads:
             t.start()
 
@@ -284,6 +285,7 @@ class Pipeline:
     def _stream(self, cam: Camera) -> bool:
         """Feed one camera's frames into the ring; True when the source ended on its own."""
         gen = cam.frames()
+        close = getattr(gen, "close", None)
         try:
             for frame in gen:
                 arrived = time.monotonic_ns()
@@ -305,7 +307,8 @@ class Pipeline:
                     return True
             return True
         finally:
-            gen.close()
+            if close is not None:
+                close()
 
     # -- lifecycle ---------------------------------------------------------------------------
     def wait(self, timeout: float | None = None) -> bool:

@@ -90,7 +90,7 @@ class Detections:
 
     def to_list(self, names: tuple[str, ...] | list[str]) -> tuple[Detection, ...]:
         out = []
-        for b, s, c in zip(self.boxes.tolist(), self.scores.tolist(), self.classes.tolist()):
+        for b, s, c in zip(self.boxes.tolist(), self.scores.tolist(), self.classes.tolist(), strict=True):
             name = names[c] if 0 <= c < len(names) else str(c)
             out.append(Detection(int(c), name, float(s), (b[0], b[1], b[2], b[3])))
         return tuple(out)

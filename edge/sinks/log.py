@@ -31,7 +31,10 @@ class LogSink(QueuedSink):
     def write(self, verdict: Verdict) -> None:
         if verdict.verdict is VerdictKind.PASS and not self.include_pass:
             return
-        why = verdict.failsafe_reason.value if verdict.failsafe_reason else "; ".join(r.message for r in verdict.reasons)
+        if verdict.failsafe_reason is not None:
+            why = verdict.failsafe_reason.value
+        else:
+            why = "; ".join(r.message for r in verdict.reasons)
         self.logger.log(
             self.level,
             "%s %s part=%s frame=%s %.1f ms %s",

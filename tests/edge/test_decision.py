@@ -94,19 +94,40 @@ def test_unknown_class_in_config() -> None:
         compile_rules(DecisionConfig(classes={"opne": ClassRule(min_confidence=0.3)}), NAMES)
 
 
+def write_sidecar(path: Path, model: Path | None, thresholds: dict[str, float]) -> None:
+    from edge.engines.model import model_id_of
+
+    doc = {
+        "model_id": model_id_of(model) if model is not None else "0" * 16,
+        "target_part_recall": 0.995,
+        "thresholds": thresholds,
+    }
+    path.write_text(yaml.safe_dump(doc))
+
+
 def test_sidecar_thresholds_auto_and_config_override(tmp_path: Path) -> None:
     model = tmp_path / "m.onnx"
     model.write_bytes(b"x")
-    (tmp_path / "m.thresholds.yaml").write_text(yaml.safe_dump({"thresholds": {"open": 0.7, "short": 0.2}}))
+    write_sidecar(tmp_path / "m.thresholds.yaml", model, {"open": 0.7, "short": 0.2, "spur": 0.3})
     rules = compile_rules(DecisionConfig(classes={"short": ClassRule(min_confidence=0.4)}), NAMES, model)
-    assert rules.min_conf.tolist() == pytest.approx([0.7, 0.4, 0.25])
+    assert rules.min_conf.tolist() == pytest.approx([0.7, 0.4, 0.3])
     assert rules.threshold_source.endswith("m.thresholds.yaml")
     none = compile_rules(DecisionConfig(thresholds_file=None), NAMES, model)
     assert none.min_conf.tolist() == pytest.approx([0.25, 0.25, 0.25])
 
 
+def test_sidecar_for_another_model_is_ignored_in_auto_and_refused_when_named(tmp_path: Path) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    write_sidecar(tmp_path / "m.thresholds.yaml", None, {"open": 0.7, "short": 0.2, "spur": 0.3})
+    rules = compile_rules(DecisionConfig(), NAMES, model)
+    assert rules.threshold_source == "config"
+    with pytest.raises(ConfigError, match="recalibrate"):
+        compile_rules(DecisionConfig(thresholds_file=str(tmp_path / "m.thresholds.yaml")), NAMES, model)
+
+
 def test_sidecar_bad_class(tmp_path: Path) -> None:
     p = tmp_path / "t.yaml"
-    p.write_text(yaml.safe_dump({"thresholds": {"bogus": 0.5}}))
+    write_sidecar(p, None, {"bogus": 0.5})
     with pytest.raises(ConfigError, match="bogus"):
         compile_rules(DecisionConfig(thresholds_file=str(p)), NAMES)

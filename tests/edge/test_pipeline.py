@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import yaml
 
 from cameras.base import Frame
@@ -103,7 +102,9 @@ def assert_exactly_once(summary: dict[str, Any], col: Collector) -> None:
     assert len(per) == summary["frames_in"] == sum(summary["verdicts"].values())
 
 
-def test_replay_end_to_end_with_accuracy(model_path: Path, demo_images: Path, demo_labels: Path, tmp_path: Path) -> None:
+def test_replay_end_to_end_with_accuracy(
+    model_path: Path, demo_images: Path, demo_labels: Path, tmp_path: Path
+) -> None:
     cfg = config(
         model_path,
         replay(demo_images, rate_ppm=2400, labels="yolo", labels_dir=str(demo_labels)),

@@ -1,0 +1,110 @@
+"""Fixtures for the engine tests: tiny ONNX detection models built with `onnx.helper`."""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TinyModel = Callable[..., Path]
+
+REPO = Path(__file__).resolve().parents[3]
+DEEPPCB_IMAGES = (REPO.parent / "shared" / "datasets" / "deeppcb" / "images").resolve()
+
+
+def ultralytics_metadata(names: Sequence[str], imgsz: tuple[int, int], **extra: str) -> dict[str, str]:
+    md = {
+        "author": "Ultralytics",
+        "stride": "32",
+        "task": "detect",
+        "batch": "1",
+        "imgsz": str(list(imgsz)),
+        "names": str(dict(enumerate(names))),
+        "channels": "3",
+        "end2end": "False",
+    }
+    md.update(extra)
+    return md
+
+
+def make_model(
+    path: Path,
+    *,
+    num_classes: int = 3,
+    imgsz: tuple[int, int] = (32, 32),
+    channels: int = 3,
+    batch: int | str = 1,
+    metadata: dict[str, str] | None = None,
+    output_shape: Sequence[int | str] | None = None,
+    input_type: int | None = None,
+    seed: int = 0,
+) -> Path:
+    """A runnable stand-in detector: 1x1 conv to 4+nc channels, reshaped to (B, 4+nc, H*W).
+
+    With `output_shape` given instead, the graph is a header-only stub whose declared output
+    shape is that (for model-info tests; not meant to run).
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    elem = TensorProto.FLOAT if input_type is None else input_type
+    h, w = imgsz
+    rows = 4 + num_classes
+    inp = helper.make_tensor_value_info("images", elem, [batch, channels, h, w])
+    if output_shape is not None:
+        out = helper.make_tensor_value_info("output0", TensorProto.FLOAT, list(output_shape))
+        nodes = [helper.make_node("Identity", ["images"], ["output0"])]
+        inits = []
+    else:
+        rng = np.random.default_rng(seed)
+        weight = rng.normal(0, 0.5, (rows, channels, 1, 1)).astype(np.float32)
+        bias = rng.normal(0, 0.1, (rows,)).astype(np.float32)
+        shape = np.array([-1 if isinstance(batch, str) else batch, rows, h * w], np.int64)
+        inits = [
+            numpy_helper.from_array(weight, "w"),
+            numpy_helper.from_array(bias, "b"),
+            numpy_helper.from_array(shape, "shape"),
+        ]
+        nodes = [
+            helper.make_node("Conv", ["images", "w", "b"], ["conv"]),
+            helper.make_node("Reshape", ["conv", "shape"], ["output0"]),
+        ]
+        out = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [batch, rows, h * w])
+    graph = helper.make_graph(nodes, "tiny", [inp], [out], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    if metadata is None:
+        metadata = ultralytics_metadata([f"c{i}" for i in range(num_classes)], imgsz)
+    for k, v in metadata.items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture
+def tiny_model(tmp_path: Path) -> TinyModel:
+    counter = iter(range(1_000_000))
+
+    def factory(**kwargs: object) -> Path:
+        return make_model(tmp_path / f"tiny{next(counter)}.onnx", **kwargs)  # type: ignore[arg-type]
+
+    return factory
+
+
+@pytest.fixture(scope="session")
+def ultra_metadata() -> Callable[..., dict[str, str]]:
+    """`ultralytics_metadata(names, imgsz, **overrides)`: the props Ultralytics writes."""
+    return ultralytics_metadata
+
+
+@pytest.fixture(scope="session")
+def pcb_test_images() -> list[Path]:
+    """A few DeepPCB test images (640x640 grayscale) from ../shared, or skip."""
+    files = sorted(glob.glob(str(DEEPPCB_IMAGES / "*" / "*" / "*_test.jpg")))
+    if not files:
+        pytest.skip(f"DeepPCB images not found under {DEEPPCB_IMAGES}")
+    step = max(1, len(files) // 4)
+    return [Path(f) for f in files[::step][:4]]

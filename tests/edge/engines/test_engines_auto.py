@@ -1,0 +1,115 @@
+"""The auto engine: probe once, cache the choice, reuse it (edge.engines.auto)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("openvino")
+
+from edge.engines import auto
+from edge.engines.auto import AutoEngineConfig
+from edge.engines.base import Engine
+from edge.engines.factory import build_engine
+from edge.errors import EngineUnavailableError, ModelError
+
+TinyModel = Callable[..., Path]
+
+
+@pytest.fixture
+def probes(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, float]]:
+    """Records every probe (and its result); TensorRT is never picked on this host."""
+    calls: list[dict[str, float]] = []
+    real = auto.probe_engines
+
+    def recording(engines: dict[str, Engine], iterations: int) -> dict[str, float]:
+        result = real(engines, iterations)
+        calls.append(result)
+        return result
+
+    monkeypatch.setattr(auto, "probe_engines", recording)
+    monkeypatch.setattr(auto, "cuda_gpu_present", lambda: False)
+    return calls
+
+
+def config(model: Path, cache: Path, **kw: Any) -> AutoEngineConfig:
+    return AutoEngineConfig(model=str(model), cache_file=str(cache), probe_iterations=3, warmup=1, **kw)
+
+
+def test_probe_then_cache_then_reprobe_on_new_key(
+    tiny_model: TinyModel, tmp_path: Path, probes: list[dict[str, float]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, cache = tiny_model(), tmp_path / "cache" / "choice.json"
+
+    first = build_engine(config(model, cache), tmp_path)
+    assert len(probes) == 1 and set(probes[0]) == {"openvino", "onnxruntime"}
+    assert first.runtime == min(probes[0], key=lambda r: probes[0][r])
+    assert first.input_buffer().shape == (1, 3, 32, 32) and first.infer().shape == (1, 7, 1024)
+    data = json.loads(cache.read_text())
+    (entry,) = data["choices"].values()
+    assert entry["runtime"] == first.runtime and set(entry["median_ms"]) == {"openvino", "onnxruntime"}
+    assert entry["key"]["model_sha256"] and entry["key"]["cores"] >= 1 and entry["key"]["cpu_flags"]
+    first.close()
+
+    second = build_engine(config(model, cache), tmp_path)
+    assert len(probes) == 1, "the cached choice should be reused without probing"
+    assert second.runtime == first.runtime
+    second.close()
+
+    monkeypatch.setattr(auto, "cpu_flags_hash", lambda: "another-cpu")
+    third = build_engine(config(model, cache), tmp_path)
+    assert len(probes) == 2, "a different key must probe again"
+    assert len(json.loads(cache.read_text())["choices"]) == 2
+    third.close()
+
+    other_model = tiny_model(seed=5)  # another file: another sha
+    build_engine(config(other_model, cache), tmp_path).close()
+    assert len(probes) == 3
+
+
+def test_single_candidate_and_corrupt_cache(tiny_model: TinyModel, tmp_path: Path, probes: list[Any]) -> None:
+    cache = tmp_path / "c.json"
+    cache.write_text("{not json")
+    engine = build_engine(config(tiny_model(), cache, candidates=["onnxruntime"]), tmp_path)
+    assert engine.runtime == "onnxruntime" and len(probes) == 1
+    assert json.loads(cache.read_text())["version"] == auto.CACHE_VERSION
+    engine.close()
+
+
+def test_no_usable_runtime(
+    tiny_model: TinyModel, tmp_path: Path, probes: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(auto, "runtime_installed", lambda runtime: False)
+    with pytest.raises(EngineUnavailableError, match="none of"):
+        AutoEngineConfig(model=str(tiny_model()), cache_file=str(tmp_path / "c.json")).build(tmp_path)
+    with pytest.raises(ModelError, match="missing.onnx"):
+        AutoEngineConfig(model="missing.onnx", cache_file=str(tmp_path / "c.json")).build(tmp_path)
+
+
+def test_tensorrt_preferred_when_present(
+    tiny_model: TinyModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, probes: list[Any]
+) -> None:
+    """With TensorRT 'installed' and a GPU 'present' but failing to load, auto falls back to CPU."""
+    monkeypatch.setattr(auto, "cuda_gpu_present", lambda: True)
+    monkeypatch.setattr(auto, "runtime_installed", lambda runtime: True)
+    engine = build_engine(config(tiny_model(), tmp_path / "c.json"), tmp_path)
+    assert engine.runtime in ("openvino", "onnxruntime") and len(probes) == 1
+    engine.close()
+
+
+def test_config_validation() -> None:
+    cfg = AutoEngineConfig(model="m.onnx")
+    assert cfg.candidates == ["tensorrt", "openvino", "onnxruntime"] and cfg.probe_iterations == 20
+    assert cfg.runtime_config("openvino").model_dump()["model"] == "m.onnx"
+    with pytest.raises(ValidationError):
+        AutoEngineConfig(model="m.onnx", candidates=["pytorch"])  # type: ignore[list-item]
+    with pytest.raises(ValidationError):
+        AutoEngineConfig(model="m.onnx", probe_iterations=0)
+    with pytest.raises(ValidationError):
+        AutoEngineConfig(model="m.onnx", candidates=[])

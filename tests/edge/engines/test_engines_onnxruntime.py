@@ -1,0 +1,116 @@
+"""The ONNX Runtime engine: IOBinding over preallocated arrays (edge.engines.onnxruntime)."""
+
+from __future__ import annotations
+
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+pytest.importorskip("onnxruntime")
+
+from edge.engines.base import Engine
+from edge.engines.factory import build_engine
+from edge.engines.onnxruntime import OnnxRuntimeEngine, OnnxRuntimeEngineConfig, default_providers
+from edge.errors import EngineError, EngineUnavailableError, ModelError
+from edge.registry import engine_registry
+
+TinyModel = Callable[..., Path]
+
+
+def reference_run(path: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.asarray(sess.run(None, {sess.get_inputs()[0].name: x})[0])
+
+
+def test_real_model_infer_matches_plain_session(model_path: Path) -> None:
+    cfg = OnnxRuntimeEngineConfig(model=model_path.name, warmup=1, intra_op_threads=2)
+    engine = build_engine(cfg, model_path.parent)
+    try:
+        assert isinstance(engine, OnnxRuntimeEngine) and isinstance(engine, Engine)
+        info = engine.load()
+        assert engine.load() is info  # idempotent
+        assert info.num_classes == 6 and info.input_hw == (320, 320)
+        buf = engine.input_buffer()
+        assert buf.shape == (1, 3, 320, 320) and buf.dtype == np.float32
+        buf[...] = np.random.default_rng(0).uniform(0, 1, buf.shape).astype(np.float32)
+        out = engine.infer()
+        assert out.shape == (1, 10, 2100) and engine.output_shape() == (1, 10, 2100)
+        np.testing.assert_allclose(out, reference_run(model_path, buf.copy()), rtol=1e-5, atol=1e-4)
+        buf[...] = 0.5
+        again = engine.infer()
+        assert again is out  # same preallocated array, refilled
+        np.testing.assert_allclose(again, reference_run(model_path, buf.copy()), rtol=1e-5, atol=1e-4)
+        assert engine.providers == ["CPUExecutionProvider"]
+    finally:
+        engine.close()
+
+
+def test_infer_allocates_nothing(tiny_model: TinyModel) -> None:
+    engine = OnnxRuntimeEngineConfig(model=str(tiny_model()), warmup=3).build(Path("."))
+    engine.load()
+    engine.input_buffer().fill(0.25)
+    for _ in range(5):
+        engine.infer()
+    tracemalloc.start()
+    try:
+        engine.infer()
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(200):
+            engine.infer()
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+        engine.close()
+    assert grown <= 512, f"infer() grew traced memory by {grown} bytes over 200 calls"
+
+
+def test_dynamic_batch_model_takes_the_configured_batch(tiny_model: TinyModel) -> None:
+    path = tiny_model(batch="N")
+    engine = OnnxRuntimeEngineConfig(model=str(path), batch=2, warmup=0).build(Path("."))
+    info = engine.load()
+    assert info.batch == 2
+    buf = engine.input_buffer()
+    assert buf.shape == (2, 3, 32, 32)
+    buf[0], buf[1] = 0.1, 0.9
+    out = engine.infer()
+    assert out.shape == (2, 7, 1024)
+    np.testing.assert_allclose(out[1], reference_run(path, buf[1:2].copy())[0], rtol=1e-5, atol=1e-5)
+    engine.close()
+
+
+def test_fixed_batch_model_refuses_another_batch(tiny_model: TinyModel) -> None:
+    engine = OnnxRuntimeEngineConfig(model=str(tiny_model()), batch=2).build(Path("."))
+    with pytest.raises(EngineError, match="batch is fixed at 1"):
+        engine.load()
+
+
+def test_errors(tiny_model: TinyModel, tmp_path: Path) -> None:
+    engine = OnnxRuntimeEngineConfig(model="nope.onnx").build(tmp_path)
+    with pytest.raises(EngineError, match="not loaded"):
+        engine.infer()
+    with pytest.raises(ModelError, match="nope.onnx"):
+        engine.load()
+    cfg = OnnxRuntimeEngineConfig(model=str(tiny_model()), providers=["NoSuchExecutionProvider"])
+    with pytest.raises(EngineUnavailableError, match="NoSuchExecutionProvider"):
+        cfg.build(tmp_path).load()
+    # a graph ORT cannot run: declared output shape that the Identity graph does not produce
+    broken = tiny_model(output_shape=[1, 7, 16])
+    with pytest.raises(EngineError, match=str(broken.name)):
+        OnnxRuntimeEngineConfig(model=str(broken), warmup=1).build(tmp_path).load()
+
+
+def test_config_validation() -> None:
+    cfg = engine_registry().validate({"type": "onnxruntime", "model": "m.onnx", "graph_optimization": "basic"})
+    assert isinstance(cfg, OnnxRuntimeEngineConfig) and cfg.providers is None
+    with pytest.raises(ValidationError):
+        OnnxRuntimeEngineConfig(model="m.onnx", graph_optimization="max")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        OnnxRuntimeEngineConfig(model="m.onnx", threads=2)  # type: ignore[call-arg]
+    assert default_providers(["CPUExecutionProvider", "AzureExecutionProvider"]) == ["CPUExecutionProvider"]
+    assert default_providers(["CUDAExecutionProvider", "CPUExecutionProvider"])[0] == "CUDAExecutionProvider"

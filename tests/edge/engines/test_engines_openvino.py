@@ -1,0 +1,161 @@
+"""The OpenVINO engine: shared-memory tensors, ONNX and IR models (edge.engines.openvino)."""
+
+from __future__ import annotations
+
+import shutil
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+ov = pytest.importorskip("openvino")
+
+from edge.engines.base import Engine  # noqa: E402
+from edge.engines.factory import build_engine  # noqa: E402
+from edge.engines.openvino import OpenVinoEngine, OpenVinoEngineConfig, write_ir_metadata  # noqa: E402
+from edge.errors import EngineError, ModelError  # noqa: E402
+
+TinyModel = Callable[..., Path]
+Meta = Callable[..., dict[str, str]]
+
+
+def ort_reference(path: Path, x: np.ndarray) -> np.ndarray:
+    ort = pytest.importorskip("onnxruntime")
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.asarray(sess.run(None, {sess.get_inputs()[0].name: x})[0])
+
+
+def save_ir(onnx_path: Path, xml: Path, metadata: dict[str, str] | None = None, strip: bool = False) -> Path:
+    model = ov.Core().read_model(str(onnx_path))
+    if strip:  # drop what OpenVINO kept from the ONNX metadata
+        rt = model.get_rt_info()
+        if "framework" in rt:
+            del rt["framework"]
+    if metadata is not None:
+        write_ir_metadata(model, metadata)
+    ov.save_model(model, str(xml), compress_to_fp16=False)
+    return xml
+
+
+def test_real_model(model_path: Path) -> None:
+    cfg = OpenVinoEngineConfig(model=str(model_path), num_threads=2, warmup=1)
+    engine = build_engine(cfg, Path("."))
+    try:
+        assert isinstance(engine, OpenVinoEngine) and isinstance(engine, Engine)
+        info = engine.load()
+        assert info.names[0] == "open" and info.input_hw == (320, 320) and info.layout == "anchors"
+        buf = engine.input_buffer()
+        assert buf.shape == (1, 3, 320, 320) and buf.dtype == np.float32
+        buf[...] = np.random.default_rng(1).uniform(0, 1, buf.shape).astype(np.float32)
+        out = engine.infer()
+        assert out.shape == (1, 10, 2100)
+        np.testing.assert_allclose(out, ort_reference(model_path, buf.copy()), rtol=1e-3, atol=2e-3)
+        buf[...] = 0.5  # the tensor shares the buffer's memory: no re-binding needed
+        again = engine.infer()
+        assert again is out
+        np.testing.assert_allclose(again, ort_reference(model_path, buf.copy()), rtol=1e-3, atol=2e-3)
+    finally:
+        engine.close()
+
+
+def test_infer_allocates_nothing(tiny_model: TinyModel) -> None:
+    engine = OpenVinoEngineConfig(model=str(tiny_model()), num_threads=1).build(Path("."))
+    engine.load()
+    for _ in range(300):  # the bindings fill some bounded internal caches over the first ~100 calls
+        engine.infer()
+    tracemalloc.start()
+    try:
+        engine.infer()
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(200):
+            engine.infer()
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+        engine.close()
+    assert grown <= 512, f"infer() grew traced memory by {grown} bytes over 200 calls"
+
+
+def test_compile_properties_and_dynamic_batch(tiny_model: TinyModel, tmp_path: Path) -> None:
+    path = tiny_model(batch="N")
+    cfg = OpenVinoEngineConfig(
+        model=str(path),
+        batch=2,
+        num_threads=1,
+        num_streams=1,
+        precision_hint="f32",
+        cache_dir=str(tmp_path / "ovcache"),
+        warmup=0,
+    )
+    engine = cfg.build(Path("."))
+    assert engine.compile_properties() == {
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": 1,
+        "NUM_STREAMS": 1,
+        "CACHE_DIR": str(tmp_path / "ovcache"),
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
+    info = engine.load()
+    assert info.batch == 2 and engine.input_buffer().shape == (2, 3, 32, 32)
+    engine.input_buffer()[1] = 0.7
+    out = engine.infer()
+    assert out.shape == (2, 7, 1024)
+    np.testing.assert_allclose(out[1], ort_reference(path, engine.input_buffer()[1:2].copy())[0], atol=1e-4)
+    engine.close()
+
+
+def test_ir_metadata_from_rt_info(tiny_model: TinyModel, ultra_metadata: Meta, tmp_path: Path) -> None:
+    onnx_path = tiny_model(num_classes=2, metadata={})
+    md = ultra_metadata(["scratch", "dent"], (32, 32))
+    xml = save_ir(onnx_path, tmp_path / "ir" / "quant.xml", metadata=md)
+    engine = OpenVinoEngineConfig(model=str(xml), warmup=0).build(Path("."))
+    info = engine.load()
+    assert info.names == ("scratch", "dent") and info.path == str(xml)
+    engine.input_buffer()[...] = 0.3
+    np.testing.assert_allclose(engine.infer(), ort_reference(onnx_path, engine.input_buffer().copy()), atol=1e-4)
+    engine.close()
+
+
+def test_ir_metadata_ultralytics_labels(tiny_model: TinyModel, tmp_path: Path) -> None:
+    stripped = save_ir(tiny_model(num_classes=2, metadata={}), tmp_path / "s.xml", strip=True)
+    model = ov.Core().read_model(str(stripped))
+    model.set_rt_info(["pin_hole", "spur"], ["model_info", "labels"])  # what Ultralytics' export writes
+    xml = tmp_path / "u.xml"  # a new file: the read model maps s.bin, overwriting it would crash
+    ov.save_model(model, str(xml), compress_to_fp16=False)
+    info = OpenVinoEngineConfig(model=str(xml), warmup=0).build(Path(".")).load()
+    assert info.names == ("pin_hole", "spur")
+
+
+def test_ir_metadata_kept_from_onnx_conversion(tiny_model: TinyModel, tmp_path: Path) -> None:
+    xml = save_ir(tiny_model(num_classes=3), tmp_path / "conv.xml")  # 'framework' rt_info survives
+    assert OpenVinoEngineConfig(model=str(xml), warmup=0).build(Path(".")).load().names == ("c0", "c1", "c2")
+
+
+def test_ir_metadata_from_sibling_onnx(tiny_model: TinyModel, ultra_metadata: Meta, tmp_path: Path) -> None:
+    bare = save_ir(tiny_model(num_classes=2, metadata={}), tmp_path / "m.xml", strip=True)
+    assert OpenVinoEngineConfig(model=str(bare), warmup=0).build(Path(".")).load().names == ("class0", "class1")
+    shutil.copy(tiny_model(num_classes=2, metadata=ultra_metadata(["a", "b"], (32, 32))), tmp_path / "m.onnx")
+    assert OpenVinoEngineConfig(model=str(bare), warmup=0).build(Path(".")).load().names == ("a", "b")
+    with pytest.raises(ModelError, match="differ from the configured classes"):
+        OpenVinoEngineConfig(model=str(bare), classes=["x", "y"]).build(Path(".")).load()
+
+
+def test_errors(tmp_path: Path, tiny_model: TinyModel) -> None:
+    engine = OpenVinoEngineConfig(model="missing.xml").build(tmp_path)
+    with pytest.raises(EngineError, match="not loaded"):
+        engine.infer()
+    with pytest.raises(ModelError, match="missing.xml"):
+        engine.load()
+    junk = tmp_path / "junk.xml"
+    junk.write_text("<net>not really</net>")
+    with pytest.raises(EngineError, match="junk.xml"):
+        OpenVinoEngineConfig(model=str(junk)).build(tmp_path).load()
+    with pytest.raises(EngineError, match="batch is fixed at 1"):
+        OpenVinoEngineConfig(model=str(tiny_model()), batch=3).build(tmp_path).load()
+    with pytest.raises(ValidationError):
+        OpenVinoEngineConfig(model="m.onnx", performance_hint="FAST")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        OpenVinoEngineConfig(model="m.onnx", precision_hint="int8")  # type: ignore[arg-type]
