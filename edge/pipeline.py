@@ -71,7 +71,7 @@ class Inspector:
 
     def judge(self, frame: Frame) -> WorkResult:
         t0 = time.monotonic_ns()
-        geometry = self.preprocess(frame.array)
+        geometry = self.preprocess(frame.array, frame.channel_order)
         t1 = time.monotonic_ns()
         raw = self.engine.infer()
         t2 = time.monotonic_ns()

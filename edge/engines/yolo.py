@@ -152,7 +152,8 @@ class Preprocessor:
     def geometry_for(self, frame_shape: tuple[int, ...]) -> LetterboxGeometry:
         return self._plan_for(frame_shape).geometry
 
-    def __call__(self, frame: np.ndarray) -> LetterboxGeometry:
+    def __call__(self, frame: np.ndarray, channel_order: str = "BGR") -> LetterboxGeometry:
+        """Write `frame` into the buffer; `channel_order` says what a colour frame's last axis is."""
         if frame.dtype != np.uint8:
             raise CameraError(f"frames must be uint8, got {frame.dtype}")
         plan = self._plans.get(frame.shape)
@@ -163,7 +164,8 @@ class Preprocessor:
             self._active = plan
         src = frame[:, :, 0] if frame.ndim == 3 and plan.mono else frame
         if plan.gray is not None:  # BGR into a 1-channel model: grey first, as Ultralytics loads it
-            cv2.cvtColor(src, cv2.COLOR_BGR2GRAY, dst=plan.gray)
+            code = cv2.COLOR_RGB2GRAY if channel_order == "RGB" else cv2.COLOR_BGR2GRAY
+            cv2.cvtColor(src, code, dst=plan.gray)
             src = plan.gray
         if plan.scratch is not None:
             g = plan.geometry
@@ -177,10 +179,10 @@ class Preprocessor:
             for v in views[1:]:
                 np.copyto(v, views[0])
         else:
-            # BGR in, RGB out: model channel c reads source channel 2 - c
-            np.divide(src[:, :, 2], _255, out=views[0], casting="unsafe")
-            np.divide(src[:, :, 1], _255, out=views[1], casting="unsafe")
-            np.divide(src[:, :, 0], _255, out=views[2], casting="unsafe")
+            # The model takes RGB: from BGR, model channel c reads source channel 2 - c.
+            rgb = channel_order == "RGB"
+            for c in range(3):
+                np.divide(src[:, :, c if rgb else 2 - c], _255, out=views[c], casting="unsafe")
         return plan.geometry
 
     def _plan_for(self, shape: tuple[int, ...]) -> _Plan:

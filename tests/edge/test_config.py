@@ -49,8 +49,8 @@ def test_every_error_with_path_and_line() -> None:
     assert len(errs) == 3, errs
     joined = "\n".join(errs)
     assert "c.yaml:7: cameras[0].rate_pmm: unknown key" in joined
-    assert "c.yaml:13: pipeline.budget_ms: Input should be greater than 0 (got -1)" in joined
-    assert "c.yaml:18: sinks[1].type: unknown sink type 'logg'; known: jsonl, log" in joined
+    assert "c.yaml:12: pipeline.budget_ms: Input should be greater than 0 (got -1)" in joined
+    assert "c.yaml:17: sinks[1].type: unknown sink type 'logg'; known: jsonl, log" in joined
 
 
 def test_unknown_top_level_key_and_missing_engine() -> None:
@@ -82,7 +82,7 @@ def test_duplicate_camera_names() -> None:
 
 
 def test_bad_yaml() -> None:
-    with pytest.raises(ConfigError, match="c.yaml:2: not valid YAML"):
+    with pytest.raises(ConfigError, match="c.yaml:3: not valid YAML"):
         parse_config("a: 1\nb: [\n", "c.yaml")
 
 

@@ -409,3 +409,16 @@ def test_decoder_reuses_scratch_and_accepts_float16() -> None:
     second = dec(raw.astype(np.float16), g)
     assert first.classes.tolist() == second.classes.tolist() == [1]
     np.testing.assert_allclose(first.boxes, second.boxes, atol=0.05)
+
+
+def test_rgb_frames_are_not_swapped() -> None:
+    from edge.engines.yolo import Preprocessor
+
+    rng = np.random.default_rng(3)
+    bgr = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+    a = np.zeros((3, 64, 64), np.float32)
+    b = np.zeros((3, 64, 64), np.float32)
+    Preprocessor(a)(bgr)
+    Preprocessor(b)(rgb, "RGB")
+    np.testing.assert_array_equal(a, b)
