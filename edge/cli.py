@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_commands(sub)
+    from edge.engines.quantize_cli import add_quantize_command
+
+    add_quantize_command(sub)
     return p
 
 

@@ -36,6 +36,9 @@ class PipelineConfig(BaseModel):
         "failsafe_oldest", description="Which frame gives way when the ring is full."
     )
     drain_timeout_s: float = Field(5.0, ge=0, description="Longest wait for in-flight frames at stop.")
+    batch_wait_ms: float = Field(
+        2.0, ge=0, description="With engine.batch > 1: how long the worker waits to fill a batch."
+    )
 
 
 class AppConfig(BaseModel):

@@ -61,7 +61,10 @@ class Inspector:
         self.info = info
         self.rules = rules
         self.settings = settings
-        self.preprocess = Preprocessor(engine.input_buffer()[0])
+        buffer = engine.input_buffer()
+        self.batch = int(buffer.shape[0])
+        self.preprocessors = [Preprocessor(buffer[i]) for i in range(self.batch)]
+        self.preprocess = self.preprocessors[0]
         self.decode = Decoder(
             info,
             conf=min(settings.confidence, rules.min_confidence()),
@@ -70,14 +73,23 @@ class Inspector:
         )
 
     def judge(self, frame: Frame) -> WorkResult:
+        return self.judge_batch((frame,))[0]
+
+    def judge_batch(self, frames: Sequence[Frame]) -> list[WorkResult]:
+        """Judge up to `batch` frames with one inference (batch items beyond len(frames) are stale
+        and ignored)."""
         t0 = time.monotonic_ns()
-        geometry = self.preprocess(frame.array, frame.channel_order)
+        geometries = [self.preprocessors[i](f.array, f.channel_order) for i, f in enumerate(frames)]
         t1 = time.monotonic_ns()
         raw = self.engine.infer()
         t2 = time.monotonic_ns()
-        dets = self.decode(raw, geometry)
-        decision = decide(dets, self.rules)
-        return WorkResult(decision, t0, t1, t2, time.monotonic_ns())
+        if len(frames) == 1:
+            return [WorkResult(decide(self.decode(raw, geometries[0]), self.rules), t0, t1, t2, time.monotonic_ns())]
+        out = []
+        for i, geometry in enumerate(geometries):
+            decision = decide(self.decode(raw[i : i + 1], geometry), self.rules)
+            out.append(WorkResult(decision, t0, t1, t2, time.monotonic_ns()))
+        return out
 
 
 class Pipeline:
@@ -206,28 +218,33 @@ class Pipeline:
             t.start()
 
     def _worker(self) -> None:
+        batch = self.inspector.batch
+        gather_s = self.config.batch_wait_ms / 1e3 if batch > 1 else 0.0
         while True:
             # Frames with less time left than a typical judgement are left to the watchdog,
             # but at least once a second one is taken anyway to re-measure.
             fresh = time.monotonic() - self._last_take < 1.0
-            got = self.ring.take(int(self._ema_ns) if fresh else 0, timeout=0.1)
-            if got is None:
+            got = self.ring.take_batch(batch, int(self._ema_ns) if fresh else 0, timeout=0.1, gather_s=gather_s)
+            if not got:
                 if self._workers_stop.is_set():
                     return
                 continue
             self._last_take = time.monotonic()
-            slot, gen = got
-            assert slot.frame is not None
+            frames = [slot.frame for slot, _ in got]
             try:
-                result = self.inspector.judge(slot.frame)
+                results = self.inspector.judge_batch(frames)  # type: ignore[arg-type]
             except Exception as exc:
                 self.metrics.engine_errors.inc()
-                log.error("engine failed on %s frame %s: %s", slot.frame.camera, slot.frame.frame_id, exc)
-                self.ring.fail(slot, gen, FailsafeReason.ENGINE_ERROR, type(exc).__name__)
+                first = frames[0]
+                assert first is not None
+                log.error("engine failed on %s frame %s: %s", first.camera, first.frame_id, exc)
+                for slot, gen in got:
+                    self.ring.fail(slot, gen, FailsafeReason.ENGINE_ERROR, type(exc).__name__)
                 continue
-            took = result.finished_ns - result.started_ns
+            took = results[-1].finished_ns - results[0].started_ns
             self._ema_ns = took if self._ema_ns == 0 else 0.9 * self._ema_ns + 0.1 * took
-            self.ring.complete(slot, gen, result)
+            for (slot, gen), result in zip(got, results, strict=True):
+                self.ring.complete(slot, gen, result)
 
     def _watchdog(self) -> None:
         while not self._workers_stop.is_set():

@@ -164,6 +164,29 @@ class Ring:
                     return None
                 self._work.wait(wait if wait is not None else 0.05)
 
+    def take_batch(
+        self, max_n: int, min_remaining_ns: int = 0, timeout: float | None = None, gather_s: float = 0.0
+    ) -> list[tuple[Slot, int]]:
+        """Up to `max_n` pending frames, oldest first (see `take`). After the first, waits at most
+        `gather_s` for more to arrive (frames of several cameras triggered together)."""
+        first = self.take(min_remaining_ns, timeout)
+        if first is None:
+            return []
+        out = [first]
+        end = time.monotonic() + gather_s
+        with self._lock:
+            while len(out) < max_n:
+                slot = self._oldest_pending(time.monotonic_ns() + min_remaining_ns)
+                if slot is not None:
+                    slot.state = SlotState.INFERRING
+                    out.append((slot, slot.generation))
+                    continue
+                wait = end - time.monotonic()
+                if wait <= 0 or self._closed:
+                    break
+                self._work.wait(wait)
+        return out
+
     def complete(self, slot: Slot, generation: int, payload: object) -> bool:
         """The worker is done with a slot. Emits its verdict unless already decided (then the
         result is late and only recorded). Returns True when this result became the verdict."""

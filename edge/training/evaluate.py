@@ -1,6 +1,8 @@
 """`edge-inspect eval`: measure a YOLO ONNX model on a YOLO dataset split, on the service runtime.
 
-Runs the model through onnxruntime on CPU (no torch, no Ultralytics), then reports:
+Runs the model through onnxruntime on CPU (no torch, no Ultralytics) - or through the OpenVINO
+engine for an OpenVINO IR (`.xml`, e.g. an INT8 model from `edge-inspect quantize`) or with
+`runtime="openvino"` - then reports:
 - box metrics as `yolo val` computes them (decode at conf 0.001, multi-label, NMS IoU 0.7, at
   most 300 boxes): mAP50, mAP50-95, per-class AP / precision / recall;
 - part metrics with the per-class thresholds in force (a thresholds sidecar or one `--conf`):
@@ -30,6 +32,7 @@ import cv2
 import numpy as np
 import yaml
 
+from edge.engines.base import Engine, ModelInfo
 from edge.engines.yolo import Preprocessor, decode
 from edge.errors import DatasetError, EdgeInspectError
 from edge.training.calibrate import Thresholds, load_thresholds, sidecar_path
@@ -146,6 +149,7 @@ class EvalResult:
     conf: float
     iou: float
     plots: list[Path] = field(default_factory=list)
+    runtime: str = "onnxruntime (CPU)"
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -169,7 +173,7 @@ class EvalResult:
                 "matrix": self.confusion.astype(int).tolist(),
             },
             "speed_ms_per_image": {k: round(v, 3) for k, v in self.speed_ms.items()},
-            "runtime": "onnxruntime (CPU)",
+            "runtime": self.runtime,
             "plots": [str(p) for p in self.plots],
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
@@ -204,6 +208,27 @@ def resolve_thresholds(
     return load_thresholds(path, model).vector(names), str(path)
 
 
+EVAL_RUNTIMES = ("auto", "onnxruntime", "openvino")
+
+
+def open_eval_engine(model: Path, threads: int | None = None, runtime: str = "auto") -> tuple[Engine, ModelInfo, str]:
+    """Load `model` on CPU (batch 1, no warm-up): onnxruntime, or OpenVINO for `.xml` or when asked."""
+    if runtime not in EVAL_RUNTIMES:
+        raise ValueError(f"runtime must be one of {EVAL_RUNTIMES}, got {runtime!r}")
+    if runtime == "auto":
+        runtime = "openvino" if Path(model).suffix.lower() == ".xml" else "onnxruntime"
+    if runtime == "onnxruntime":
+        engine, info = open_engine(Path(model), threads=threads)
+        return engine, info, "onnxruntime (CPU)"
+    from edge.engines.openvino import OpenVinoEngineConfig
+
+    config = OpenVinoEngineConfig.model_validate(
+        {"type": "openvino", "model": str(Path(model).resolve()), "device": "CPU", "num_threads": threads, "warmup": 0}
+    )
+    ov_engine = config.build(Path.cwd())
+    return ov_engine, ov_engine.load(), "openvino (CPU)"
+
+
 def evaluate(
     model_path: Path,
     data: Path,
@@ -218,10 +243,14 @@ def evaluate(
     summary_json: Path | None = None,
     threads: int | None = None,
     multi_label: bool = True,
+    runtime: str = "auto",
 ) -> EvalResult:
-    """Run the model over a split and measure it (see the module doc)."""
+    """Run the model over a split and measure it (see the module doc).
+
+    `runtime`: "auto" (OpenVINO for an `.xml` IR, else onnxruntime), "onnxruntime" or "openvino".
+    """
     sd = resolve_split(Path(data), split)
-    engine, info = open_engine(Path(model_path), threads=threads)
+    engine, info, runtime_name = open_eval_engine(Path(model_path), threads=threads, runtime=runtime)
     try:
         names, nc = info.names, info.num_classes
         if sd.names is not None and len(sd.names) != nc:
@@ -279,6 +308,7 @@ def evaluate(
         speed_ms=speed,
         conf=conf,
         iou=iou,
+        runtime=runtime_name,
     )
     log.info(
         "evaluated %s on %s/%s: mAP50 %.4f, part recall %.4f, FRR %.4f",

@@ -11,7 +11,8 @@ from edge.config_docs import reference
 EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 
 
-def test_demo_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # the auto engine's probe cache goes under ~/.cache
     out = tmp_path / "s.json"
     args = ["demo", "--frames", "60", "--headless", "--summary-json", str(out), "--out", str(tmp_path)]
     rc = main([*args, "--rate-ppm", "3000"])
@@ -24,6 +25,7 @@ def test_demo_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert len(lines) == 60
     err = capsys.readouterr().err
     assert "fps" in err and "p99" in err  # the live status line
+    assert (tmp_path / ".cache" / "edge-inspect" / "engine-choice.json").is_file()  # auto measured and cached
 
 
 @pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.glob("*.yaml")))

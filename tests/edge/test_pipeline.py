@@ -134,14 +134,15 @@ def test_genicam_simulator_zero_copy(model_path: Path, sim_cti: str) -> None:
     service = build_service(cfg, max_frames=40)
     shared: list[bool] = []
     inspector = service.pipeline.inspector
-    real_judge = inspector.judge
+    real_judge = inspector.judge_batch
 
-    def judge(frame: Frame) -> Any:
-        camera_memory = frame.handle.payload.components[0].data
-        shared.append(bool(np.shares_memory(frame.array, camera_memory)))
-        return real_judge(frame)
+    def judge_batch(frames: list[Frame]) -> Any:
+        for frame in frames:
+            camera_memory = frame.handle.payload.components[0].data
+            shared.append(bool(np.shares_memory(frame.array, camera_memory)))
+        return real_judge(frames)
 
-    inspector.judge = judge  # type: ignore[method-assign]
+    inspector.judge_batch = judge_batch  # type: ignore[method-assign]
     summary, col = run(service)
     assert summary["frames_in"] == 40
     assert_exactly_once(summary, col)

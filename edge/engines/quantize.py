@@ -1,0 +1,323 @@
+"""INT8 post-training quantization of a YOLO ONNX model with NNCF, for the OpenVINO engine.
+
+    ONNX --openvino.convert_model--> FP32 ov.Model --nncf.quantize(calibration frames)--> INT8 IR
+
+Calibration frames are real images, each written by OUR `Preprocessor` into a tensor of the
+model's input shape, so the activation ranges NNCF measures are those of exactly what the
+engine will see at run time (letterbox, grey padding, RGB order, 1/255 scaling).
+
+The post-processing part of an Ultralytics Detect head (DFL softmax/conv, anchor decoding,
+stride multiply, class sigmoid and the final concat of boxes in pixels with scores in [0, 1])
+stays in floating point through an NNCF ignored scope: quantizing it would cost box precision
+and mix two value ranges in one quantizer, and it is a negligible share of the compute. The
+convolutions of the head's branches are quantized as usual.
+
+The IR is written with the ONNX model's Ultralytics metadata (names, imgsz, stride, ...) in its
+rt_info (`write_ir_metadata`), so `OpenVinoEngine` loads it with its class names, plus where it
+came from (`source_model_id`, `quantization`).
+
+`quantize_onnx` needs the `quantize` extra (nncf, openvino); nncf is imported only inside it.
+`compare_accuracy` measures FP32 and INT8 on a labelled split, both through the OpenVINO engine
+(`edge.training.evaluate`), with the same part thresholds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.engines.base import ModelInfo
+from edge.engines.model import model_id_of, read_model_info, read_onnx_header
+from edge.engines.yolo import Preprocessor
+from edge.errors import DatasetError, EngineUnavailableError, ModelError
+
+log = logging.getLogger(__name__)
+
+PRESETS = ("performance", "mixed")
+DEFAULT_PRESET = "mixed"  # asymmetric activations: YOLO's SiLU outputs are not symmetric around 0
+DEFAULT_CALIB_COUNT = 300
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
+_HEAD_DFL = re.compile(r"^(.*/model\.\d+)/dfl/")
+
+
+def _import_nncf() -> Any:
+    try:
+        import nncf
+    except ImportError as e:
+        raise EngineUnavailableError(
+            "NNCF is not installed: INT8 quantization needs the 'quantize' extra (pip install 'edge-inspect[quantize]')"
+        ) from e
+    return nncf
+
+
+def _import_ov() -> Any:
+    try:
+        import openvino
+    except ImportError as e:
+        raise EngineUnavailableError("OpenVINO is not installed (pip install 'edge-inspect[quantize]')") from e
+    return openvino
+
+
+def default_output(model: Path) -> Path:
+    """`<dir>/<stem>-int8.xml` beside the ONNX model."""
+    return model.with_name(f"{model.stem}-int8.xml")
+
+
+def calibration_images(folder: Path, count: int = DEFAULT_CALIB_COUNT) -> list[Path]:
+    """Up to `count` images from `folder` (recursively), evenly spread over the sorted list."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: calibration folder does not exist")
+    if count < 1:
+        raise DatasetError(f"calibration needs at least one image, asked for {count}")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DatasetError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) for calibration")
+    if len(files) <= count:
+        return files
+    picks = np.unique(np.linspace(0, len(files) - 1, count).round().astype(np.int64))
+    return [files[int(i)] for i in picks]
+
+
+class CalibrationFrames:
+    """Re-iterable calibration set: each image read and letterboxed by the shared Preprocessor.
+
+    Yields a fresh (1, C, H, W) array per image (NNCF may hold on to it), of the model's input
+    dtype. Images are read as BGR (a grey image gives three equal channels, which the
+    Preprocessor turns into the same tensor as the mono frame a mono camera delivers).
+    """
+
+    def __init__(self, images: Sequence[Path], info: ModelInfo) -> None:
+        self.images = list(images)
+        self._buffer = np.zeros((1, info.channels, *info.input_hw), dtype=info.input_dtype)
+        self._pre = Preprocessor(self._buffer[0])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def tensor(self, path: Path) -> np.ndarray:
+        frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if frame is None:
+            raise DatasetError(f"{path}: cannot decode calibration image")
+        self._pre(frame)
+        return self._buffer.copy()
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for path in self.images:
+            yield self.tensor(path)
+
+
+def yolo_head_ignored_patterns(op_names: Iterable[str]) -> list[str]:
+    """Regexes for the post-processing ops of an Ultralytics Detect head, from the op names.
+
+    The head is the module holding `dfl` (e.g. `/model.23` in an ONNX export): its DFL ops and
+    its direct child ops (Reshape, Concat, Slice, Sigmoid, Sub, Add, Div, Mul, ...) are left in
+    floating point; its branch convolutions (`/model.23/cv2.*`, `cv3.*`) are not matched.
+    Empty when no such head is found (the whole model is then quantized).
+    """
+    heads = sorted({m.group(1) for n in op_names if (m := _HEAD_DFL.match(n))})
+    return [rf"^{re.escape(h)}/(dfl/.*|[A-Za-z]+(_\d+)?)$" for h in heads]
+
+
+@dataclass
+class QuantizeResult:
+    """What `quantize_onnx` produced."""
+
+    source: Path
+    source_model_id: str
+    xml: Path
+    bin: Path
+    model_id: str  # of the IR files (xml + bin), as OpenVinoEngine reports it
+    names: tuple[str, ...]
+    preset: str
+    calibration_dir: Path
+    calibration_images: int
+    ignored_patterns: list[str]
+    fake_quantize_ops: int
+    seconds: float
+    versions: dict[str, str]
+    accuracy: dict[str, Any] | None = None
+    sizes_bytes: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "source": str(self.source),
+            "source_model_id": self.source_model_id,
+            "xml": str(self.xml),
+            "bin": str(self.bin),
+            "model_id": self.model_id,
+            "names": list(self.names),
+            "preset": self.preset,
+            "calibration": {"dir": str(self.calibration_dir), "images": self.calibration_images},
+            "ignored_patterns": self.ignored_patterns,
+            "fake_quantize_ops": self.fake_quantize_ops,
+            "seconds": round(self.seconds, 2),
+            "sizes_bytes": self.sizes_bytes,
+            "versions": self.versions,
+        }
+        if self.accuracy is not None:
+            doc["accuracy"] = self.accuracy
+        return doc
+
+
+def quantize_onnx(
+    model: Path,
+    calib_dir: Path,
+    *,
+    out: Path | None = None,
+    calib_count: int = DEFAULT_CALIB_COUNT,
+    preset: str = DEFAULT_PRESET,
+    fast_bias_correction: bool = True,
+) -> QuantizeResult:
+    """Quantize an ONNX YOLO detection model to an INT8 OpenVINO IR (see the module doc)."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+    model = Path(model)
+    nncf = _import_nncf()
+    ov = _import_ov()
+    info = read_model_info(model)  # validates the model (ModelError naming the file)
+    metadata = read_onnx_header(model)[0]
+    images = calibration_images(Path(calib_dir), calib_count)
+    out = Path(out) if out is not None else default_output(model)
+    if out.suffix.lower() != ".xml":
+        raise ModelError(f"{out}: the INT8 model is written as OpenVINO IR: give a path ending in .xml")
+
+    t0 = time.perf_counter()
+    try:
+        ov_model = ov.convert_model(str(model))
+    except Exception as e:
+        raise ModelError(f"{model}: OpenVINO could not convert the model: {e}") from e
+    dims = [None if d.is_dynamic else int(d.get_length()) for d in ov_model.inputs[0].get_partial_shape()]
+    want = [1, info.channels, info.input_hw[0], info.input_hw[1]]
+    if dims != want:  # dynamic batch or size: calibrate at the size the engine runs
+        ov_model.reshape({ov_model.inputs[0].get_any_name(): want})
+    patterns = yolo_head_ignored_patterns(op.get_friendly_name() for op in ov_model.get_ordered_ops())
+    if not patterns:
+        log.warning("%s: no Ultralytics Detect head (dfl) found; quantizing the whole model", model)
+    frames = CalibrationFrames(images, info)
+    log.info(
+        "quantizing %s (id %s) with NNCF %s, preset %s, %d calibration images from %s",
+        model,
+        info.model_id,
+        nncf.__version__,
+        preset,
+        len(frames),
+        calib_dir,
+    )
+    nncf_logger = logging.getLogger("nncf")
+    level = nncf_logger.level
+    if not log.isEnabledFor(logging.DEBUG):
+        nncf_logger.setLevel(logging.WARNING)  # one INFO line per op otherwise
+    try:
+        quantized = nncf.quantize(
+            ov_model,
+            nncf.Dataset(frames),
+            preset=nncf.QuantizationPreset(preset),
+            subset_size=len(frames),
+            fast_bias_correction=fast_bias_correction,
+            ignored_scope=nncf.IgnoredScope(patterns=patterns, validate=False) if patterns else None,
+        )
+    except DatasetError:
+        raise
+    except Exception as e:
+        raise ModelError(f"{model}: NNCF quantization failed: {e}") from e
+    finally:
+        nncf_logger.setLevel(level)
+
+    from edge.engines.openvino import write_ir_metadata
+
+    fq = sum(1 for op in quantized.get_ordered_ops() if op.get_type_name() == "FakeQuantize")
+    extra = {
+        "source_model_id": info.model_id,
+        "quantization": f"INT8 NNCF {nncf.__version__} preset={preset} calibration_images={len(frames)}",
+    }
+    write_ir_metadata(quantized, {**metadata, **extra})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(quantized, str(out), compress_to_fp16=False)
+    seconds = time.perf_counter() - t0
+    bin_path = out.with_suffix(".bin")
+    result = QuantizeResult(
+        source=model,
+        source_model_id=info.model_id,
+        xml=out,
+        bin=bin_path,
+        model_id=model_id_of(out, bin_path),
+        names=info.names,
+        preset=preset,
+        calibration_dir=Path(calib_dir),
+        calibration_images=len(frames),
+        ignored_patterns=patterns,
+        fake_quantize_ops=fq,
+        seconds=seconds,
+        versions={"nncf": str(nncf.__version__), "openvino": str(ov.get_version())},
+        sizes_bytes={"onnx": model.stat().st_size, "xml": out.stat().st_size, "bin": bin_path.stat().st_size},
+    )
+    log.info("wrote %s (id %s, %d FakeQuantize ops) in %.1f s", out, result.model_id, fq, seconds)
+    return result
+
+
+def _metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
+    box, part = summary["box"], summary["part"]
+    return {
+        "model": summary["model"],
+        "model_id": summary["model_id"],
+        "runtime": summary["runtime"],
+        "mAP50": box["mAP50"],
+        "mAP50-95": box["mAP50-95"],
+        "part_recall": part["part_recall"],
+        "false_reject_rate": part["false_reject_rate"],
+        "parts": {k: part[k] for k in ("parts", "defective_parts", "good_parts", "tp", "fn", "fp", "tn") if k in part},
+        "ms_per_image": summary["speed_ms_per_image"],
+    }
+
+
+def compare_accuracy(
+    fp32_model: Path,
+    int8_model: Path,
+    data: Path,
+    split: str = "val",
+    *,
+    threads: int | None = None,
+    part_conf: float = 0.25,
+) -> dict[str, Any]:
+    """FP32 vs INT8 on a labelled split, both through the OpenVINO engine (a like-for-like runtime).
+
+    The part thresholds are those in force for the FP32 model (its thresholds sidecar if there is
+    one for it, else `part_conf` for every class), applied to both models.
+    """
+    from edge.training.evaluate import evaluate, resolve_thresholds
+
+    names = read_model_info(Path(fp32_model)).names
+    thr, source = resolve_thresholds(None, Path(fp32_model), names, part_conf)
+    thresholds = {n: float(t) for n, t in zip(names, thr, strict=True)}
+    runs = {}
+    for key, path in (("fp32", fp32_model), ("int8", int8_model)):
+        result = evaluate(Path(path), Path(data), split, thresholds=thresholds, threads=threads, runtime="openvino")
+        runs[key] = _metrics(result.summary())
+    fp32, int8 = runs["fp32"], runs["int8"]
+    delta = {
+        k: round(float(int8[k]) - float(fp32[k]), 6) for k in ("mAP50", "mAP50-95", "part_recall", "false_reject_rate")
+    }
+    return {
+        "data": str(data),
+        "split": split,
+        "thresholds": {k: round(v, 6) for k, v in thresholds.items()},
+        "thresholds_source": source,
+        "fp32": fp32,
+        "int8": int8,
+        "delta": delta,
+        "part_recall_unchanged": int8["part_recall"] >= fp32["part_recall"],
+    }
+
+
+def with_accuracy(result: QuantizeResult, accuracy: dict[str, Any]) -> QuantizeResult:
+    return dataclasses.replace(result, accuracy=accuracy)

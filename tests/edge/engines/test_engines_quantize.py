@@ -1,0 +1,199 @@
+"""INT8 quantization with NNCF (edge.engines.quantize) and `edge-inspect quantize`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edge.engines.quantize import calibration_images, default_output, yolo_head_ignored_patterns
+from edge.errors import DatasetError, EngineUnavailableError
+
+REPO = Path(__file__).resolve().parents[3]
+DEMO = REPO / "edge" / "demo_data"
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def defective_demo_images() -> list[Path]:
+    out = []
+    for p in sorted((DEMO / "images").glob("*_test.jpg")):
+        label = DEMO / "labels" / f"{p.stem}.txt"
+        if label.is_file() and label.read_text().strip():
+            out.append(p)
+    return out
+
+
+def test_calibration_images(tmp_path: Path) -> None:
+    for i in range(10):
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        (tmp_path / "sub" / f"{i:02d}.jpg").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("not an image")
+    picked = calibration_images(tmp_path, 4)
+    assert [p.name for p in picked] == ["00.jpg", "03.jpg", "06.jpg", "09.jpg"]  # spread, recursive
+    assert len(calibration_images(tmp_path, 50)) == 10
+    with pytest.raises(DatasetError, match="no images"):
+        calibration_images(_empty(tmp_path), 3)
+    with pytest.raises(DatasetError, match="does not exist"):
+        calibration_images(tmp_path / "missing", 3)
+    with pytest.raises(DatasetError, match="at least one"):
+        calibration_images(tmp_path, 0)
+
+
+def _empty(tmp_path: Path) -> Path:
+    d = tmp_path / "empty"
+    d.mkdir(exist_ok=True)
+    return d
+
+
+def test_head_patterns_leave_branch_convs_quantized() -> None:
+    import re
+
+    names = [
+        "/model.22/cv1/conv/Conv",
+        "/model.23/cv2.0/cv2.0.0/conv/Conv",
+        "/model.23/cv3.2/cv3.2.2/Conv/WithoutBiases",
+        "/model.23/dfl/conv/Conv",
+        "/model.23/dfl/Softmax",
+        "/model.23/Sub",
+        "/model.23/Mul_2",
+        "/model.23/Concat_3",
+        "/model.23/Sigmoid",
+    ]
+    (pattern,) = yolo_head_ignored_patterns(names)
+    ignored = {n for n in names if re.match(pattern, n)}
+    assert ignored == set(names[3:])
+    assert yolo_head_ignored_patterns(["/backbone/Conv", "/head/Sigmoid"]) == []
+    assert default_output(Path("m/a.onnx")) == Path("m/a-int8.xml")
+
+
+def test_without_nncf(monkeypatch: pytest.MonkeyPatch, model_path: Path, tmp_path: Path) -> None:
+    from edge.engines.quantize import quantize_onnx
+
+    monkeypatch.setitem(sys.modules, "nncf", None)  # import nncf -> ImportError
+    with pytest.raises(EngineUnavailableError, match="quantize"):
+        quantize_onnx(model_path, DEMO / "images", out=tmp_path / "x.xml", calib_count=2)
+
+
+def test_cli_without_nncf(monkeypatch: pytest.MonkeyPatch, model_path: Path, tmp_path: Path) -> None:
+    from edge.cli import main
+
+    monkeypatch.setitem(sys.modules, "nncf", None)
+    rc = main(
+        ["quantize", "--model", str(model_path), "--calib", str(DEMO / "images"), "--out", str(tmp_path / "x.xml")]
+    )
+    assert rc == 2
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> dict[str, Any]:
+    """`edge-inspect quantize` with 20 calibration images and a 10-image labelled split."""
+    pytest.importorskip("nncf")
+    pytest.importorskip("openvino")
+    from edge.cli import main
+
+    tmp = tmp_path_factory.mktemp("quantize")
+    data = tmp / "data"
+    (data / "images" / "val").mkdir(parents=True)
+    (data / "labels" / "val").mkdir(parents=True)
+    for p in sorted((DEMO / "images").glob("*.jpg"))[::6][:10]:
+        shutil.copy(p, data / "images" / "val" / p.name)
+        label = DEMO / "labels" / f"{p.stem}.txt"
+        if label.is_file():
+            shutil.copy(label, data / "labels" / "val" / label.name)
+    out = tmp / "int8" / "pcb-int8.xml"
+    summary = tmp / "summary.json"
+    rc = main(
+        [
+            "quantize",
+            "--model",
+            str(model_path),
+            "--calib",
+            str(DEMO / "images"),
+            "--calib-count",
+            "20",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--summary-json",
+            str(summary),
+            "--threads",
+            "2",
+        ]
+    )
+    assert rc in (0, 1), rc  # 1: INT8 part recall below FP32's on this tiny split (reported, not fatal)
+    return {"rc": rc, "xml": out, "summary": json.loads(summary.read_text())}
+
+
+def test_quantize_writes_ir_with_metadata(quantized: dict[str, Any], model_path: Path) -> None:
+    import openvino as ov
+
+    from edge.engines.model import model_id_of, read_model_info
+
+    s, xml = quantized["summary"], quantized["xml"]
+    assert xml.is_file() and xml.with_suffix(".bin").is_file()
+    assert s["calibration"]["images"] == 20 and s["preset"] == "mixed"
+    assert s["fake_quantize_ops"] > 0 and s["ignored_patterns"]
+    assert s["source_model_id"] == model_id_of(model_path)
+    assert s["sizes_bytes"]["bin"] < s["sizes_bytes"]["onnx"]  # int8 weights
+    names = read_model_info(model_path).names
+    assert tuple(s["names"]) == names
+    ov_model = ov.Core().read_model(str(xml))
+    assert ov_model.get_rt_info(["model_info", "source_model_id"]).astype(str) == s["source_model_id"]
+    assert "INT8" in ov_model.get_rt_info(["model_info", "quantization"]).astype(str)
+    assert ov_model.get_rt_info(["model_info", "names"]).astype(str) == str(dict(enumerate(names)))
+
+
+def test_quantize_reports_accuracy_change(quantized: dict[str, Any]) -> None:
+    acc = quantized["summary"]["accuracy"]
+    for key in ("fp32", "int8"):
+        m = acc[key]
+        assert m["runtime"] == "openvino (CPU)" and m["parts"]["parts"] == 10
+        assert 0 <= m["mAP50"] <= 1 and 0 <= m["part_recall"] <= 1 and 0 <= m["false_reject_rate"] <= 1
+    assert acc["int8"]["model_id"] == quantized["summary"]["model_id"] != acc["fp32"]["model_id"]
+    assert set(acc["delta"]) == {"mAP50", "mAP50-95", "part_recall", "false_reject_rate"}
+    assert (quantized["rc"] == 0) == acc["part_recall_unchanged"]
+
+
+def test_int8_ir_runs_in_openvino_engine(quantized: dict[str, Any], model_path: Path) -> None:
+    """The INT8 IR loads with class names and finds what the FP32 model finds confidently."""
+    import cv2
+
+    from edge.engines.model import read_model_info
+    from edge.engines.openvino import OpenVinoEngineConfig
+    from edge.engines.yolo import Decoder, Preprocessor
+
+    images = defective_demo_images()[:10]
+    assert images
+    results = {}
+    for key, path, conf in (("fp32", model_path, 0.25), ("int8", quantized["xml"], 0.1)):
+        engine = OpenVinoEngineConfig(model=str(path), num_threads=2, warmup=1).build(Path("."))
+        info = engine.load()
+        if key == "int8":
+            assert info.names == read_model_info(model_path).names
+            assert info.model_id == quantized["summary"]["model_id"]
+        pre, dec = Preprocessor(engine.input_buffer()[0]), Decoder(info, conf=conf, iou=0.7)
+        results[key] = [dec(engine.infer(), pre(cv2.imread(str(p), cv2.IMREAD_UNCHANGED))) for p in images]
+        engine.close()
+    assert any(len(d) for d in results["int8"]), "the INT8 model finds nothing on any defective image"
+    confident = found = 0
+    for fp, q in zip(results["fp32"], results["int8"], strict=True):
+        for box, score, cls in zip(fp.boxes, fp.scores, fp.classes, strict=True):
+            if score < 0.5:
+                continue
+            confident += 1
+            found += any(c == cls and box_iou(box, b) >= 0.5 for b, c in zip(q.boxes, q.classes, strict=True))
+    if confident:
+        assert found >= 0.7 * confident, f"INT8 found {found} of {confident} confident FP32 detections"
