@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -80,3 +81,9 @@ class CameraConfigBase(BaseModel):
     name: str = Field(default="cam0", min_length=1, description="Camera name used in verdicts and metrics.")
     reconnect_initial_s: float = Field(default=0.5, gt=0, description="First reconnect back-off.")
     reconnect_max_s: float = Field(default=10.0, gt=0, description="Longest reconnect back-off.")
+
+
+def resolve_path(base_dir: Path, value: str) -> Path:
+    """A config path: `~` expanded, relative paths taken against the config file's folder."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else Path(base_dir) / p

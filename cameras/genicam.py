@@ -16,35 +16,31 @@ the pipeline closes, backs off and reopens. With a hardware trigger silence is n
 incomplete buffer is queued back at once and delivered as an error frame (FAILSAFE verdict).
 
 A GenTL producer can be loaded only once per process (a second Harvester on the same .cti sees
-no device), so cameras share one Harvester per producer file (`_Producer`), reference-counted.
+no device), so cameras share one Harvester per producer file (`cameras.gentl.GenTLProducer`),
+reference-counted. Node writing and its errors are in `cameras.genicam_nodes`.
 """
 
 from __future__ import annotations
 
-import difflib
 import logging
-import re
-import signal
 import threading
 import time
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
-import genicam
 import numpy as np
-from genicam.genapi import ICommand, IEnumeration
-from harvesters.core import Callback, Harvester, ImageAcquirer
+from harvesters.core import Callback, ImageAcquirer
 from pydantic import BaseModel, ConfigDict, Field
 
-from cameras.base import CameraConfigBase, Frame
-from edge.errors import CameraError, CameraLostError, CameraNodeError
+from cameras import genicam_nodes as nodes
+from cameras.base import CameraConfigBase, Frame, resolve_path
+from cameras.buffers import HeldFrames
+from cameras.genicam_nodes import NodeValue
+from cameras.gentl import GenTLProducer, bundled_cti
+from edge.errors import CameraError, CameraLostError
 
 log = logging.getLogger(__name__)
-
-# GenApi access modes (EAccessMode): NI, NA, WO, RO, RW
-_ACCESS_NAMES = {0: "not implemented", 1: "not available", 2: "write-only", 3: "read-only", 4: "read-write"}
-_WRITABLE = (2, 4)
 
 # pixel format -> (bytes per pixel in the buffer, channels delivered, channel order)
 PIXEL_FORMATS: dict[str, tuple[int, int, str]] = {
@@ -54,20 +50,6 @@ PIXEL_FORMATS: dict[str, tuple[int, int, str]] = {
     "BGRa8": (4, 3, "BGR"),  # the 3 colour bytes of each 4-byte pixel, a strided view
     "RGBa8": (4, 3, "RGB"),
 }
-
-_INTERNAL_NODE = re.compile(r"^(EnumEntry_|_)|_(Val|ValCalc|LockCalc|ValConv|ValDisp|Len|AvailCalc|Calc|Addr|Reg)$")
-
-
-def bundled_cti() -> Path:
-    """The GenTL producer shipped inside the `genicam` wheel (the Viky simulator, `viky.cti`)."""
-    folder = Path(genicam.__file__).resolve().parent
-    found = sorted(folder.glob("*.cti"))
-    if not found:
-        raise CameraError(
-            f"no GenTL producer (.cti) is bundled with the genicam package in {folder}; "
-            "set `cti:` to your camera vendor's producer file"
-        )
-    return found[0]
 
 
 class RoiConfig(BaseModel):
@@ -79,9 +61,6 @@ class RoiConfig(BaseModel):
     height: int | None = Field(default=None, ge=1)
     offset_x: int = Field(default=0, ge=0)
     offset_y: int = Field(default=0, ge=0)
-
-
-NodeValue = str | int | float | bool
 
 
 class GenICamCameraConfig(CameraConfigBase):
@@ -123,150 +102,6 @@ class GenICamCameraConfig(CameraConfigBase):
         return GenICamCamera(self, Path(base_dir))
 
 
-def _info(device_info: Any, attr: str) -> str | None:
-    try:
-        value = getattr(device_info, attr)
-    except Exception:  # genicam NotAvailableException for fields a producer does not fill
-        return None
-    return None if value is None else str(value)
-
-
-def _describe_device(device_info: Any) -> str:
-    name, ident = _info(device_info, "display_name"), _info(device_info, "id_")
-    label = name or ident or "device"
-    if ident and ident not in label:
-        label = f"{label} [{ident}]"
-    serial = _info(device_info, "serial_number")
-    return f"{label}, serial {serial}" if serial else label
-
-
-def _genapi_message(exc: BaseException) -> str:
-    """A GenApi exception's own words, without the 'XxxException thrown in node ... (file ...)' tail."""
-    return re.sub(r"\s*:\s*\w+Exception thrown in node.*$", "", str(exc), flags=re.S).strip()
-
-
-def _call_keeping_sigint(fn: Any, *args: Any) -> Any:
-    """harvesters' ImageAcquirer replaces the SIGINT handler when created in the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        return fn(*args)
-    previous = signal.getsignal(signal.SIGINT)
-    try:
-        return fn(*args)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-class _Producer:
-    """One Harvester per GenTL producer file, shared (reference-counted) by this process's cameras."""
-
-    _lock: ClassVar[threading.Lock] = threading.Lock()
-    _open: ClassVar[dict[str, _Producer]] = {}
-
-    def __init__(self, cti: str) -> None:
-        self.cti = cti
-        self.harvester = Harvester()
-        self.users = 0
-        self.acquirers: list[ImageAcquirer] = []
-        self.lock = threading.RLock()
-        try:
-            self.harvester.add_file(cti, check_existence=True, check_validity=True)
-            self.harvester.update()
-        except Exception as exc:
-            self.harvester.reset()
-            raise CameraError(f"cannot load GenTL producer {cti}: {exc}") from exc
-
-    @classmethod
-    def acquire(cls, cti: Path) -> _Producer:
-        key = str(cti.resolve())
-        with cls._lock:
-            prod = cls._open.get(key)
-            if prod is None:
-                prod = cls._open[key] = _Producer(key)
-            prod.users += 1
-            return prod
-
-    def release(self) -> None:
-        with _Producer._lock:
-            self.users -= 1
-            if self.users > 0:
-                return
-            _Producer._open.pop(self.cti, None)
-        with self.lock:
-            try:
-                self.harvester.reset()
-            except Exception:
-                log.exception("resetting the harvester of %s failed", self.cti)
-
-    def _refresh(self) -> None:
-        """Re-enumerate devices; without other open acquirers a full update, else per interface."""
-        h = self.harvester
-        if not self.acquirers:
-            h.update()
-            return
-        # Harvester.update() would destroy the other cameras' acquirers: refresh the device
-        # lists of the open interfaces instead (harvesters has no public call for this).
-        from harvesters.core import DeviceInfo
-
-        try:
-            fresh = []
-            for iface in list(h._ifaces):
-                iface.module.update_device_info_list(h.timeout_for_update or 1000)
-                for d in iface.module.device_info_list:
-                    fresh.append(DeviceInfo(module=d, parent=iface))
-            h._device_info_list[:] = fresh
-        except Exception as exc:  # best effort: keep the list we had
-            log.debug("device refresh on %s failed: %s", self.cti, exc)
-
-    def _find(self, device: str | int | None) -> int | None:
-        infos = self.harvester.device_info_list
-        if device is None:
-            return 0 if infos else None
-        if isinstance(device, int):
-            return device if 0 <= device < len(infos) else None
-        for i, d in enumerate(infos):
-            if device in (_info(d, "serial_number"), _info(d, "id_"), _info(d, "user_defined_name")):
-                return i
-        return None
-
-    def create(self, device: str | int | None) -> tuple[ImageAcquirer, str]:
-        with self.lock:
-            index = self._find(device)
-            if index is None:
-                self._refresh()
-                index = self._find(device)
-            infos = self.harvester.device_info_list
-            if index is None:
-                known = "; ".join(f"[{i}] {_describe_device(d)}" for i, d in enumerate(infos)) or "none"
-                want = "any device" if device is None else f"device {device!r}"
-                raise CameraLostError(f"GenTL producer {Path(self.cti).name}: {want} not found (devices: {known})")
-            desc = _describe_device(infos[index])
-            try:
-                ia = _call_keeping_sigint(self.harvester.create, index)
-            except Exception as first:  # a stale entry (unplugged and back), or in use elsewhere
-                self._refresh()
-                index = self._find(device)
-                if index is None:
-                    raise CameraLostError(f"cannot open {desc}: {first}") from first
-                desc = _describe_device(self.harvester.device_info_list[index])
-                try:
-                    ia = _call_keeping_sigint(self.harvester.create, index)
-                except Exception as exc:
-                    raise CameraLostError(f"cannot open {desc}: {exc}") from exc
-            self.acquirers.append(ia)
-            return ia, desc
-
-    def destroy(self, ia: ImageAcquirer) -> None:
-        with self.lock:
-            try:
-                ia.destroy()
-            finally:
-                if ia in self.acquirers:
-                    self.acquirers.remove(ia)
-                acquirers = self.harvester.image_acquirers
-                if ia in acquirers:
-                    acquirers.remove(ia)
-
-
 class _IncompleteCounter(Callback):
     def __init__(self, camera: GenICamCamera) -> None:
         self._camera = camera
@@ -281,17 +116,15 @@ class GenICamCamera:
     def __init__(self, config: GenICamCameraConfig, base_dir: Path) -> None:
         self.config = config
         self.name = config.name
-        self._cti_config = None if config.cti is None else Path(config.cti).expanduser()
-        if self._cti_config is not None and not self._cti_config.is_absolute():
-            self._cti_config = Path(base_dir) / self._cti_config
+        self._cti_config = None if config.cti is None else resolve_path(base_dir, config.cti)
         self.cti: Path | None = None
         self.device_description: str | None = None
         self.pixel_format: str | None = None
-        self._producer: _Producer | None = None
+        self._producer: GenTLProducer | None = None
         self._ia: ImageAcquirer | None = None
-        self._held: dict[int, Any] = {}  # id(buffer) -> harvesters Buffer (error frames: None)
-        self._orphans: set[int] = set()
-        self._held_lock = threading.Lock()  # also serialises buffer.queue() against teardown
+        # id(buffer) -> harvesters Buffer (error frames: None); its lock also serialises
+        # buffer.queue() against teardown
+        self._held = HeldFrames()
         self._io_lock = threading.Lock()
         self._closing = threading.Event()
         self._session = 0
@@ -307,8 +140,6 @@ class GenICamCamera:
         self.timeouts = 0
         self.consecutive_timeouts = 0
         self.starved_timeouts = 0
-        self.double_releases = 0
-        self.late_releases = 0
         self.last_error: str | None = None
 
     # -- open ------------------------------------------------------------------------------
@@ -323,7 +154,7 @@ class GenICamCamera:
         self.close()
         self._closing.clear()
         cti = self._resolve_cti()
-        producer = _Producer.acquire(cti)
+        producer = GenTLProducer.acquire(cti)
         ia: ImageAcquirer | None = None
         try:
             ia, desc = producer.create(self.config.device)
@@ -357,61 +188,9 @@ class GenICamCamera:
         log.info("genicam %s: opened %s via %s (%s)", self.name, desc, cti.name, self.pixel_format)
 
     # -- node writing ----------------------------------------------------------------------
-    def _node_names(self, node_map: Any) -> list[str]:
-        try:
-            names = [n.node.name for n in node_map.nodes]
-        except Exception:
-            return []
-        return [n for n in names if not _INTERNAL_NODE.search(n)]
-
-    def _get_node(self, node_map: Any, name: str) -> Any | None:
-        try:
-            return node_map.get_node(name)
-        except Exception:  # LogicalErrorException: node not existing
-            return None
-
-    def _access(self, node: Any) -> int:
-        try:
-            return int(node.node.get_access_mode())
-        except Exception:
-            return 1
-
-    def _has_writable(self, node_map: Any, name: str) -> bool:
-        node = self._get_node(node_map, name)
-        return node is not None and self._access(node) in _WRITABLE
-
     def write_node(self, node_map: Any, name: str, value: NodeValue, device: str) -> None:
         """Write one node, raising CameraNodeError that names the node, the device and why."""
-        node = self._get_node(node_map, name)
-        if node is None:
-            close = difflib.get_close_matches(name, self._node_names(node_map), n=5, cutoff=0.5)
-            hint = f"; close matches: {', '.join(close)}" if close else ""
-            raise CameraNodeError(f"{device}: no GenICam node {name!r}{hint}")
-        access = self._access(node)
-        if access not in _WRITABLE:
-            raise CameraNodeError(
-                f"{device}: node {name!r} is not writable now ({_ACCESS_NAMES.get(access, access)}); "
-                "another setting may lock it (e.g. an Auto mode, or acquisition running)"
-            )
-        try:
-            if isinstance(node, ICommand):
-                if value is True:
-                    node.execute()
-                return
-            if isinstance(node, IEnumeration) and not isinstance(value, str):
-                value = str(value)
-            node.value = value
-        except Exception as exc:
-            hint = ""
-            try:
-                if isinstance(node, IEnumeration):
-                    hint = f"; choices: {', '.join(node.symbolics)}"
-                elif hasattr(node, "min") and hasattr(node, "max"):
-                    hint = f"; range {node.min}..{node.max}"
-            except Exception:
-                pass
-            msg = _genapi_message(exc)
-            raise CameraNodeError(f"{device}: cannot set {name} = {value!r}: {msg}{hint}") from exc
+        nodes.write_node(node_map, name, value, device)
 
     def _configure(self, ia: ImageAcquirer, device: str) -> None:
         c = self.config
@@ -424,24 +203,24 @@ class GenICamCamera:
             r = c.roi
             # offsets to 0 first so a larger width/height fits, then size, then the offsets
             for axis in ("OffsetX", "OffsetY"):
-                if self._has_writable(nm, axis):
+                if nodes.has_writable_node(nm, axis):
                     self.write_node(nm, axis, 0, device)
             if r.width is not None:
                 self.write_node(nm, "Width", r.width, device)
             if r.height is not None:
                 self.write_node(nm, "Height", r.height, device)
             for axis, off in (("OffsetX", r.offset_x), ("OffsetY", r.offset_y)):
-                if off or self._get_node(nm, axis) is not None:
-                    if off or self._has_writable(nm, axis):
+                if off or nodes.get_node(nm, axis) is not None:
+                    if off or nodes.has_writable_node(nm, axis):
                         self.write_node(nm, axis, off, device)
         if c.exposure_us is not None:
             self.write_node(nm, "ExposureTime", c.exposure_us, device)
         if c.frame_rate is not None:
-            if self._has_writable(nm, "AcquisitionFrameRateEnable"):
+            if nodes.has_writable_node(nm, "AcquisitionFrameRateEnable"):
                 self.write_node(nm, "AcquisitionFrameRateEnable", True, device)
             self.write_node(nm, "AcquisitionFrameRate", c.frame_rate, device)
         if c.trigger_mode is not None:
-            if "TriggerSelector" not in c.node_overrides and self._has_writable(nm, "TriggerSelector"):
+            if "TriggerSelector" not in c.node_overrides and nodes.has_writable_node(nm, "TriggerSelector"):
                 self.write_node(nm, "TriggerSelector", "FrameStart", device)
             self.write_node(nm, "TriggerMode", "Off" if c.trigger_mode == "off" else "On", device)
             if c.trigger_mode == "software":
@@ -450,7 +229,7 @@ class GenICamCamera:
                 self.write_node(nm, "TriggerSource", c.trigger_source, device)
 
     def _check_pixel_format(self, ia: ImageAcquirer, device: str) -> str | None:
-        node = self._get_node(ia.remote_device.node_map, "PixelFormat")
+        node = nodes.get_node(ia.remote_device.node_map, "PixelFormat")
         if node is None:
             return None
         try:
@@ -478,10 +257,8 @@ class GenICamCamera:
             return
         try:
             self._session += 1
-            with self._held_lock:
-                buffers = [b for b in self._held.values() if b is not None]
-                self._orphans.update(self._held)
-                self._held.clear()
+            with self._held.lock:
+                buffers = [b for b in self._held.drain() if b is not None]
                 for b in buffers:
                     try:
                         b.queue()
@@ -564,8 +341,7 @@ class GenICamCamera:
 
     def _on_timeout(self) -> None:
         self.timeouts += 1
-        with self._held_lock:
-            starved = sum(1 for b in self._held.values() if b is not None) >= self.config.num_buffers
+        starved = self._held.resources_held() >= self.config.num_buffers
         if starved:  # every buffer is held by the pipeline: the camera cannot deliver
             self.starved_timeouts += 1
             self.consecutive_timeouts = 0
@@ -600,8 +376,7 @@ class GenICamCamera:
             ts: int | None = int(buffer.timestamp_ns) or None
         except Exception:  # the producer has no timestamps (the Viky simulator raises NotAvailable)
             ts = None
-        with self._held_lock:
-            self._held[id(buffer)] = buffer
+        self._held.add(id(buffer), buffer)
         self.frames_delivered += 1
         return Frame(
             array=array,
@@ -651,8 +426,7 @@ class GenICamCamera:
             frame_id = self._frame_counter
             self._frame_counter += 1
         token = object()
-        with self._held_lock:
-            self._held[id(token)] = None
+        self._held.add(id(token), None)
         self.last_error = reason
         return Frame(
             array=self._empty,
@@ -666,20 +440,13 @@ class GenICamCamera:
 
     # -- release / trigger / health --------------------------------------------------------
     def release(self, frame: Frame) -> None:
-        key = id(frame.handle)
-        with self._held_lock:
-            if key in self._held:
-                buffer = self._held.pop(key)
-                if buffer is not None:
-                    try:
-                        buffer.queue()
-                    except Exception as exc:  # the stream is gone; the reconnect handles it
-                        log.debug("genicam %s: queueing frame %s failed: %s", self.name, frame.frame_id, exc)
-            elif key in self._orphans:
-                self._orphans.discard(key)
-                self.late_releases += 1
-            else:
-                self.double_releases += 1
+        with self._held.lock:  # queued before close() can destroy the stream
+            first, buffer = self._held.pop(id(frame.handle))
+            if first and buffer is not None:
+                try:
+                    buffer.queue()
+                except Exception as exc:  # the stream is gone; the reconnect handles it
+                    log.debug("genicam %s: queueing frame %s failed: %s", self.name, frame.frame_id, exc)
 
     def trigger(self) -> None:
         """Fire a software trigger (trigger_mode: software)."""
@@ -693,8 +460,6 @@ class GenICamCamera:
             self._pending_triggers += 1
 
     def health(self) -> dict[str, Any]:
-        with self._held_lock:
-            held = sum(1 for b in self._held.values() if b is not None)
         return {
             "type": "genicam",
             "connected": self._connected,
@@ -705,9 +470,9 @@ class GenICamCamera:
             "frames_incomplete": self.frames_incomplete,
             "timeouts": self.timeouts,
             "starved_timeouts": self.starved_timeouts,
-            "held": held,
+            "held": self._held.resources_held(),
             "num_buffers": self.config.num_buffers,
-            "double_releases": self.double_releases,
-            "late_releases": self.late_releases,
+            "double_releases": self._held.double_releases,
+            "late_releases": self._held.late_releases,
             "last_error": self.last_error,
         }

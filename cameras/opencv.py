@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -24,8 +23,9 @@ import cv2
 import numpy as np
 from pydantic import Field, field_validator
 
-from cameras.base import CameraConfigBase, Frame
-from cameras.replay import BufferPool, HeldFrames, resolve_path
+from cameras.base import CameraConfigBase, Frame, resolve_path
+from cameras.buffers import BufferPool
+from cameras.pooled_camera import PooledCamera, rewind
 from edge.errors import CameraError, CameraLostError
 
 log = logging.getLogger(__name__)
@@ -69,12 +69,12 @@ class OpenCVCameraConfig(CameraConfigBase):
         return OpenCVCamera(self, Path(base_dir))
 
 
-class OpenCVCamera:
+class OpenCVCamera(PooledCamera):
     """A `Camera` over `cv2.VideoCapture` (see the module docstring)."""
 
     def __init__(self, config: OpenCVCameraConfig, base_dir: Path) -> None:
+        super().__init__(config.name)
         self.config = config
-        self.name = config.name
         src = config.source
         self.is_file = isinstance(src, str) and "://" not in src and not src.isdigit()
         if isinstance(src, str) and src.isdigit():
@@ -84,25 +84,11 @@ class OpenCVCamera:
             src = str(resolve_path(base_dir, src))
         self.source: int | str = src
         self._cap: cv2.VideoCapture | None = None
-        self._pool: BufferPool | None = None
         self._shape: tuple[int, ...] = ()
         self._scratch: np.ndarray | None = None
         self._probe: np.ndarray | None = None
-        self._held = HeldFrames()
-        self._empty = np.empty((0, 0), np.uint8)
-        self._empty.flags.writeable = False
-        self._io_lock = threading.Lock()
-        self._closing = threading.Event()
-        self._session = 0
-        self._connected = False
-        self._next_token = 0
-        self._frame_id = 0
         self._pos = 0  # frames read from a file in this pass (a reopen starts the file over)
         self._loops = 0
-        self.frames_delivered = 0
-        self.frames_error = 0
-        self.frames_dropped = 0
-        self.last_error: str | None = None
 
     def _describe(self) -> str:
         return f"opencv camera {self.name} ({self.source})"
@@ -152,27 +138,14 @@ class OpenCVCamera:
         api = _backend_id(self.config.backend) if self.config.backend else cv2.CAP_ANY
         return cv2.VideoCapture(self.source, api)
 
-    def close(self) -> None:
-        """Stop reading; repeatable. A read blocked in another thread is waited for (bounded)."""
-        self._closing.set()
-        if self._pool is not None:
-            self._pool.close()
-        got = self._io_lock.acquire(timeout=10.0)
-        try:
-            self._session += 1
-            if self._cap is not None:
-                if got:
-                    self._cap.release()
-                else:  # a read is still blocked: leave the capture to the garbage collector
-                    log.warning("opencv %s: close() while a read is blocked; not releasing it now", self.name)
-                self._cap = None
-            self._pool = None
-            self._probe = None
-            self._held.drain()
-            self._connected = False
-        finally:
-            if got:
-                self._io_lock.release()
+    def _close_source(self, got_lock: bool) -> None:
+        if self._cap is not None:
+            if got_lock:
+                self._cap.release()
+            else:  # a read is still blocked: leave the capture to the garbage collector
+                log.warning("opencv %s: close() while a read is blocked; not releasing it now", self.name)
+            self._cap = None
+        self._probe = None
 
     def frames(self) -> Generator[Frame, None, None]:
         session = self._session
@@ -213,7 +186,7 @@ class OpenCVCamera:
                 cap.grab()  # the image the camera has now is lost: no buffer to put it in
                 self._pos += 1
                 self.frames_dropped += 1
-                return self._error(f"no free frame buffer (all {pool.size} held)")
+                return self._error(self._part_id(), f"no free frame buffer (all {pool.size} held)", None)
             buf = pool.view(index, self._shape)
             while True:
                 ok = self._read_into(cap, buf)
@@ -221,7 +194,7 @@ class OpenCVCamera:
                     self._pos += 1
                     view = buf.view()
                     view.flags.writeable = False
-                    return self._make(view, index)
+                    return self._make(view, self._part_id(), None, index)
                 if not self.is_file:
                     pool.give_back(index)
                     self.last_error = "read failed"
@@ -232,10 +205,7 @@ class OpenCVCamera:
                 if not self.config.loop or self._pos == 0:
                     pool.give_back(index)
                     return None
-                cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-                if cap.get(cv2.CAP_PROP_POS_FRAMES) != 0:  # cannot seek: reopen
-                    cap.release()
-                    cap = self._cap = self._create_capture()
+                cap = self._cap = rewind(cap, self._create_capture)
                 self._pos = 0
                 self._loops += 1
 
@@ -265,46 +235,8 @@ class OpenCVCamera:
             np.copyto(buf, src)
         return True
 
-    def _make(self, array: np.ndarray, index: int) -> Frame:
-        token = self._next_token
-        self._next_token += 1
-        self._held.add(token, index)
-        frame = Frame(
-            array=array,
-            frame_id=self._frame_id,
-            part_id=f"{self.name}-{self._frame_id}",
-            camera=self.name,
-            captured_ns=time.monotonic_ns(),
-            handle=token,
-        )
-        self._frame_id += 1
-        self.frames_delivered += 1
-        return frame
-
-    def _error(self, reason: str) -> Frame:
-        token = self._next_token
-        self._next_token += 1
-        self._held.add(token, None)
-        self.last_error = reason
-        frame = Frame(
-            array=self._empty,
-            frame_id=self._frame_id,
-            part_id=f"{self.name}-{self._frame_id}",
-            camera=self.name,
-            captured_ns=time.monotonic_ns(),
-            handle=token,
-            error=reason,
-        )
-        self._frame_id += 1
-        self.frames_error += 1
-        return frame
-
-    def release(self, frame: Frame) -> None:
-        first, index = self._held.pop(frame.handle)
-        if first and index is not None:
-            pool = self._pool
-            if pool is not None:
-                pool.give_back(index)
+    def _part_id(self) -> str:
+        return f"{self.name}-{self._frame_id}"
 
     def health(self) -> dict[str, Any]:
         return {
@@ -313,12 +245,8 @@ class OpenCVCamera:
             "source": str(self.source),
             "shape": list(self._shape),
             "loops": self._loops,
-            "frames_delivered": self.frames_delivered,
-            "frames_incomplete": self.frames_error,
-            "frames_dropped": self.frames_dropped,
-            "held": len(self._held),
-            "double_releases": self._held.double_releases,
-            "late_releases": self._held.late_releases,
+            **self._frame_counts(),
+            **self._release_counts(),
             "pool_free": self._pool.free if self._pool is not None else None,
             "last_error": self.last_error,
         }

@@ -25,7 +25,6 @@ import os
 import threading
 import time
 from collections.abc import Generator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,18 +33,24 @@ import numpy as np
 from pydantic import Field
 
 from cameras import labels as lbl
-from cameras.base import CameraConfigBase, Frame, GroundTruth
+from cameras.base import CameraConfigBase, Frame, resolve_path
+from cameras.buffers import BufferPool, HeldFrames
+from cameras.pooled_camera import PooledCamera, rewind
+from cameras.replay_items import (
+    ReplayItem,
+    attach_deeppcb_labels,
+    attach_yolo_labels,
+    detect_label_format,
+    scan_items,
+)
 from edge.errors import CameraError, CameraLostError, DatasetError
+
+# BufferPool, HeldFrames and resolve_path lived here first: still importable from this module.
+__all__ = ["VIDEO_SUFFIXES", "BufferPool", "HeldFrames", "ReplayCamera", "ReplayCameraConfig", "resolve_path"]
 
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES: frozenset[str] = frozenset({".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"})
-
-
-def resolve_path(base_dir: Path, value: str) -> Path:
-    """A config path: `~` expanded, relative paths taken against the config file's folder."""
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else Path(base_dir) / p
 
 
 class ReplayCameraConfig(CameraConfigBase):
@@ -96,164 +101,31 @@ class ReplayCameraConfig(CameraConfigBase):
         return ReplayCamera(self, Path(base_dir))
 
 
-@dataclass(slots=True)
-class _Item:
-    path: Path
-    part: str
-    labelled: bool = False
-    boxes: tuple[lbl.Box, ...] | None = None  # pixel boxes (DeepPCB, or YOLO once the size is known)
-    yolo: tuple[lbl.YoloBox, ...] | None = None  # normalised, until converted with the image size
-    truth: GroundTruth | None = None
-
-    def truth_for(self, width: int, height: int) -> GroundTruth | None:
-        if not self.labelled:
-            return None
-        if self.truth is None:
-            boxes = self.boxes if self.yolo is None else lbl.yolo_to_pixels(self.yolo, width, height)
-            self.truth = GroundTruth(tuple(boxes or ()))
-        return self.truth
-
-
-class BufferPool:
-    """A fixed set of preallocated uint8 buffers lent out by index.
-
-    A buffer is lent again only after `give_back`; `acquire` waits (bounded) for one. Buffers
-    are flat; `view` shapes the leading bytes of one (growing it, counted, if an image is larger
-    than any seen before). Thread-safe: acquire from the camera thread, give back from any.
-    """
-
-    def __init__(self, size: int, nbytes: int) -> None:
-        self._bufs = [np.empty(max(nbytes, 1), np.uint8) for _ in range(size)]
-        self._free = list(range(size))
-        self._cond = threading.Condition()
-        self._closed = False
-        self.grows = 0
-
-    @property
-    def size(self) -> int:
-        return len(self._bufs)
-
-    @property
-    def free(self) -> int:
-        with self._cond:
-            return len(self._free)
-
-    def acquire(self, timeout: float | None) -> int | None:
-        """A free buffer's index, or None after `timeout` seconds (None: wait until closed)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while not self._free:
-                if self._closed:
-                    return None
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return None
-                self._cond.wait(remaining)
-            if self._closed:
-                return None
-            return self._free.pop()
-
-    def give_back(self, index: int) -> None:
-        with self._cond:
-            if index not in self._free:
-                self._free.append(index)
-            self._cond.notify()
-
-    def view(self, index: int, shape: tuple[int, ...]) -> np.ndarray:
-        n = int(np.prod(shape))
-        if self._bufs[index].size < n:
-            self._bufs[index] = np.empty(n, np.uint8)
-            self.grows += 1
-        return self._bufs[index][:n].reshape(shape)
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-
-class HeldFrames:
-    """Exactly-once release bookkeeping shared by the cameras: token -> resource, with counts.
-
-    A token released twice is a counted no-op (`double_releases`); one taken back by `drain()`
-    (the camera closed under it) and released afterwards is a counted no-op (`late_releases`).
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self._held: dict[int, Any] = {}
-        self._orphans: set[int] = set()
-        self.double_releases = 0
-        self.late_releases = 0
-
-    def add(self, token: int, resource: Any) -> None:
-        with self.lock:
-            self._held[token] = resource
-
-    def pop(self, token: Any) -> tuple[bool, Any]:
-        """(True, resource) the first time a token is released, (False, None) after (counted)."""
-        with self.lock:
-            if isinstance(token, int) and token in self._held:
-                return True, self._held.pop(token)
-            if token in self._orphans:
-                self._orphans.discard(token)
-                self.late_releases += 1
-            else:
-                self.double_releases += 1
-            return False, None
-
-    def drain(self) -> list[Any]:
-        """Take every held resource back (close()); later releases of them are counted no-ops."""
-        with self.lock:
-            out = list(self._held.values())
-            self._orphans.update(self._held)
-            self._held.clear()
-            return out
-
-    def __len__(self) -> int:
-        with self.lock:
-            return len(self._held)
-
-
-class ReplayCamera:
+class ReplayCamera(PooledCamera):
     """A `Camera` replaying images or a video (see the module docstring)."""
 
     def __init__(self, config: ReplayCameraConfig, base_dir: Path) -> None:
+        super().__init__(config.name)
         self.config = config
-        self.name = config.name
         self.path = resolve_path(base_dir, config.path)
         self.labels_dir = resolve_path(base_dir, config.labels_dir) if config.labels_dir else None
         self.class_names: list[str] | None = list(config.class_names) if config.class_names else None
         self.period_s = 60.0 / config.rate_ppm if config.rate_ppm > 0 else 0.0
         self.label_format: str = "none"
         self.mode: str = "closed"
-        self._items: list[_Item] = []
+        self._items: list[ReplayItem] = []
         self._cache: dict[tuple[str, int, int, int], np.ndarray] = {}  # (path, mtime, size, flag) -> image
         self._images: list[np.ndarray] = []  # cached mode: one per item
-        self._pool: BufferPool | None = None
         self._video: cv2.VideoCapture | None = None
         self._video_shape: tuple[int, ...] = ()
         self._scratch: np.ndarray | None = None
-        self._held = HeldFrames()
         self._room = threading.Condition()  # signalled on release, for max_in_flight pacing
-        self._empty = np.empty((0, 0), np.uint8)
-        self._empty.flags.writeable = False
-        self._io_lock = threading.Lock()
-        self._closing = threading.Event()
-        self._session = 0
-        self._connected = False
         # stream position, kept over close/open so a reconnect continues the line
         self._pos = 0
         self._loop_index = 0
-        self._next_token = 0
-        self._frame_id = 0
-        # counters
-        self.frames_delivered = 0
-        self.frames_error = 0
-        self.frames_dropped = 0
+        # counters (frames delivered / in error / dropped: PooledCamera)
         self.decode_errors = 0
         self.behind_schedule = 0
-        self.last_error: str | None = None
 
     # -- open ------------------------------------------------------------------------------
     def open(self) -> None:
@@ -286,26 +158,7 @@ class ReplayCamera:
             return cv2.IMREAD_COLOR
         return cv2.IMREAD_ANYCOLOR  # 8-bit, the file's own channel count (mono stays HxW)
 
-    def _scan(self) -> list[_Item]:
-        p = self.path
-        if p.is_file():
-            return [_Item(p, p.stem)]
-        if self.config.labels in ("auto", "deeppcb") and lbl.is_deeppcb_root(p):
-            text = (p / "list.txt").read_text(encoding="utf-8")
-            items: list[_Item] = []
-            for pair in lbl.parse_deeppcb_list(text, p, source=str(p / "list.txt")):
-                if self.config.deeppcb_images in ("both", "test"):
-                    items.append(_Item(pair.test, pair.test.stem))
-                if self.config.deeppcb_images in ("both", "template"):
-                    items.append(_Item(pair.template, pair.template.stem))
-            self.label_format = "deeppcb-root"
-            return items
-        files = p.rglob("*") if self.config.recursive else p.iterdir()
-        found = [f for f in files if f.suffix.lower() in lbl.IMAGE_SUFFIXES and f.is_file()]
-        found.sort(key=lambda f: f.relative_to(p).as_posix())
-        return [_Item(f, f.stem) for f in found]
-
-    def _attach_labels(self, items: list[_Item]) -> None:
+    def _attach_labels(self, items: list[ReplayItem]) -> None:
         kind = self.config.labels
         if kind == "none" or not items:
             self.label_format = "none"
@@ -316,46 +169,14 @@ class ReplayCamera:
             kind = "deeppcb"
         root = self.path if self.path.is_dir() else self.path.parent
         if kind == "auto":
-            kind = "none"
-            tests = [it for it in items if lbl.deeppcb_role(it.path) == "test"]
-            if tests and lbl.find_first(lbl.deeppcb_annotation_candidates(tests[0].path, self.labels_dir)):
-                kind = "deeppcb"
-            elif self.labels_dir is not None and self.labels_dir.is_dir():
-                kind = "yolo"
-            elif any(lbl.find_first(lbl.yolo_label_candidates(it.path, root, None)) for it in items):
-                kind = "yolo"
+            kind = detect_label_format(items, root, self.labels_dir)
         if kind == "deeppcb":
             names = self.class_names or list(lbl.DEEPPCB_CLASS_NAMES)
             self.class_names = names
-            for it in items:
-                role = lbl.deeppcb_role(it.path)
-                if role == "template":
-                    it.labelled, it.boxes = True, ()
-                elif role == "test":
-                    cands = lbl.deeppcb_annotation_candidates(it.path, self.labels_dir)
-                    ann = lbl.find_first(cands)
-                    if ann is None:
-                        raise DatasetError(
-                            f"no DeepPCB annotation for {it.path} (looked for {', '.join(map(str, cands))})"
-                        )
-                    boxes = lbl.parse_deeppcb(lbl.read_label_file(ann) or "", source=str(ann))
-                    self._check_classes(boxes, ann)
-                    it.labelled, it.boxes = True, boxes
+            attach_deeppcb_labels(items, self.labels_dir, names)
         elif kind == "yolo":
-            for it in items:
-                found = lbl.find_first(lbl.yolo_label_candidates(it.path, root, self.labels_dir))
-                text = lbl.read_label_file(found) if found is not None else None
-                n = len(self.class_names) if self.class_names else None
-                it.yolo = lbl.parse_yolo(text or "", source=str(found), num_classes=n)
-                it.labelled = True  # a missing or empty txt in a labelled set is a good part
+            attach_yolo_labels(items, root, self.labels_dir, self.class_names)
         self.label_format = kind if self.label_format != "deeppcb-root" else "deeppcb-root"
-
-    def _check_classes(self, boxes: tuple[lbl.Box, ...], source: Path) -> None:
-        if self.class_names is None:
-            return
-        for b in boxes:
-            if b[0] >= len(self.class_names):
-                raise DatasetError(f"{source}: class {b[0]} out of range ({len(self.class_names)} class names)")
 
     def _decode(self, path: Path) -> np.ndarray | None:
         img = cv2.imread(str(path), self._imread_flag())
@@ -371,7 +192,12 @@ class ReplayCamera:
 
     def _open_images(self) -> None:
         self.label_format = "none"
-        items = self._scan()
+        c = self.config
+        items, deeppcb_root = scan_items(
+            self.path, recursive=c.recursive, labels=c.labels, deeppcb_images=c.deeppcb_images
+        )
+        if deeppcb_root:
+            self.label_format = "deeppcb-root"
         if not items:
             raise CameraError(f"replay {self.name}: no images ({', '.join(sorted(lbl.IMAGE_SUFFIXES))}) in {self.path}")
         self._attach_labels(items)
@@ -402,13 +228,13 @@ class ReplayCamera:
             self._pool = BufferPool(self.config.pool_size, first.nbytes)
         self.mode = mode
 
-    def _fill_cache(self, items: list[_Item], first: np.ndarray, limit: int) -> bool:
+    def _fill_cache(self, items: list[ReplayItem], first: np.ndarray, limit: int) -> bool:
         """Decode every image once (reusing unchanged ones from an earlier open). False: too big."""
         flag = self._imread_flag()
         old, cache = self._cache, {}
         images: list[np.ndarray] = []
         total = 0
-        bad: list[_Item] = []
+        bad: list[ReplayItem] = []
         for i, it in enumerate(items):
             st = it.path.stat()
             key = (str(it.path), st.st_mtime_ns, st.st_size, flag)
@@ -464,27 +290,14 @@ class ReplayCamera:
         self.mode = "pool"
 
     # -- close -----------------------------------------------------------------------------
-    def close(self) -> None:
-        """Stop playing; repeatable. Frames still held stay readable; releasing them is a no-op."""
-        self._closing.set()
-        if self._pool is not None:
-            self._pool.close()
-        got = self._io_lock.acquire(timeout=10.0)
-        try:
-            self._session += 1
-            if self._video is not None:
-                if got:  # else a read is still running: leave the capture to the garbage collector
-                    self._video.release()
-                self._video = None
-            self._pool = None
-            self._images = []
-            self._held.drain()
-            self._connected = False
-            if self.mode != "closed":
-                self.mode = "closed"
-        finally:
-            if got:
-                self._io_lock.release()
+    def _close_source(self, got_lock: bool) -> None:
+        if self._video is not None:
+            if got_lock:  # else a read is still running: leave the capture to the garbage collector
+                self._video.release()
+            self._video = None
+        self._images = []
+        if self.mode != "closed":
+            self.mode = "closed"
 
     # -- frames ----------------------------------------------------------------------------
     def frames(self) -> Generator[Frame, None, None]:
@@ -551,14 +364,14 @@ class ReplayCamera:
                 if self._closing.is_set():
                     return None
                 self.frames_dropped += 1
-                return self._error(part, f"no free replay buffer (all {pool.size} held)", item)
+                return self._error(part, f"no free replay buffer (all {pool.size} held)", item.truth)
             img = self._decode(item.path)
             if img is None:
                 pool.give_back(index)
                 if not os.path.exists(self.path):
                     raise CameraLostError(f"replay source {self.path} vanished")
                 self.decode_errors += 1
-                return self._error(part, f"cannot decode {item.path.name}", item)
+                return self._error(part, f"cannot decode {item.path.name}", item.truth)
             buf = pool.view(index, img.shape)
             np.copyto(buf, img)
             view = buf.view()
@@ -608,10 +421,7 @@ class ReplayCamera:
             if not self.config.loop:
                 pool.give_back(index)
                 return None
-            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            if cap.get(cv2.CAP_PROP_POS_FRAMES) != 0:  # cannot seek: reopen
-                cap.release()
-                cap = self._video = cv2.VideoCapture(str(self.path))
+            cap = self._video = rewind(cap, lambda: cv2.VideoCapture(str(self.path)))
             self._pos = 0
             self._loop_index += 1
 
@@ -619,50 +429,9 @@ class ReplayCamera:
         part = f"{self.path.stem}-{self._pos}"
         return part if self._loop_index == 0 else f"{part}#{self._loop_index}"
 
-    def _make(self, array: np.ndarray, part: str, truth: GroundTruth | None, resource: int | None) -> Frame:
-        token = self._next_token
-        self._next_token += 1
-        self._held.add(token, resource)
-        frame = Frame(
-            array=array,
-            frame_id=self._frame_id,
-            part_id=part,
-            camera=self.name,
-            captured_ns=time.monotonic_ns(),
-            handle=token,
-            truth=truth,
-        )
-        self._frame_id += 1
-        self.frames_delivered += 1
-        return frame
-
-    def _error(self, part: str, reason: str, item: _Item | None) -> Frame:
-        token = self._next_token
-        self._next_token += 1
-        self._held.add(token, None)
-        self.last_error = reason
-        truth = item.truth if item is not None else None
-        frame = Frame(
-            array=self._empty,
-            frame_id=self._frame_id,
-            part_id=part,
-            camera=self.name,
-            captured_ns=time.monotonic_ns(),
-            handle=token,
-            truth=truth,
-            error=reason,
-        )
-        self._frame_id += 1
-        self.frames_error += 1
-        return frame
-
     # -- release / health ------------------------------------------------------------------
     def release(self, frame: Frame) -> None:
-        first, resource = self._held.pop(frame.handle)
-        if first and resource is not None:
-            pool = self._pool
-            if pool is not None:
-                pool.give_back(resource)
+        super().release(frame)
         if self.config.max_in_flight is not None:
             with self._room:
                 self._room.notify()
@@ -678,14 +447,10 @@ class ReplayCamera:
             "items": len(self._items),
             "position": self._pos,
             "loops": self._loop_index,
-            "frames_delivered": self.frames_delivered,
-            "frames_incomplete": self.frames_error,
-            "frames_dropped": self.frames_dropped,
+            **self._frame_counts(),
             "decode_errors": self.decode_errors,
             "behind_schedule": self.behind_schedule,
-            "held": len(self._held),
-            "double_releases": self._held.double_releases,
-            "late_releases": self._held.late_releases,
+            **self._release_counts(),
             "cache_mb": round(cache_bytes / 2**20, 1),
             "pool_free": self._pool.free if self._pool is not None else None,
             "last_error": self.last_error,

@@ -106,7 +106,8 @@ def test_replay_end_to_end_with_accuracy(
 ) -> None:
     cfg = config(
         model_path,
-        replay(demo_images, rate_ppm=2400, labels="yolo", labels_dir=str(demo_labels)),
+        # paced by the pipeline (trigger when ready), so a loaded machine cannot overflow the ring
+        replay(demo_images, rate_ppm=0, max_in_flight=2, labels="yolo", labels_dir=str(demo_labels)),
         sinks=[{"type": "jsonl", "path": str(tmp_path / "v.jsonl")}],
     )
     service = build_service(cfg, max_frames=60)
@@ -152,9 +153,10 @@ def test_genicam_simulator_zero_copy(model_path: Path, sim_cti: str) -> None:
 
 
 def test_overload_keeps_memory_bounded_and_every_frame_decided(model_path: Path, demo_images: Path) -> None:
-    cfg = config(model_path, replay(demo_images, rate_ppm=0), budget_ms=80, slots=4)
+    # 100 parts/s into an engine held to under ~30 judgements/s: a 3x overload
+    cfg = config(model_path, replay(demo_images, rate_ppm=6000), budget_ms=150, slots=4)
     service = build_service(cfg, max_frames=400)
-    service.pipeline.inspector.engine = SlowEngine(service.engine, 0.01)
+    service.pipeline.inspector.engine = SlowEngine(service.engine, 0.03)
     occupancy: list[int] = []
     service.pipeline.listeners.append(lambda v: occupancy.append(service.pipeline.ring.occupied))
     summary, col = run(service)
