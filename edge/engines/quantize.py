@@ -16,6 +16,12 @@ The IR is written with the ONNX model's Ultralytics metadata (names, imgsz, stri
 rt_info (`write_ir_metadata`), so `OpenVinoEngine` loads it with its class names, plus where it
 came from (`source_model_id`, `quantization`).
 
+Optionally (`recall_control`), `nncf.quantize_with_accuracy_control` keeps the part recall on the
+defective images of a labelled split within `max_drop` of the FP32 model's, by reverting the most
+harmful quantizers to floating point (slower to produce: minutes, and the INT8 model gets slower
+with each reverted layer). Tuning on a split and reporting on the same split is optimistic: use a
+split the comparison does not use where there is one.
+
 `quantize_onnx` needs the `quantize` extra (nncf, openvino); nncf is imported only inside it.
 `compare_accuracy` measures FP32 and INT8 on a labelled split, both through the OpenVINO engine
 (`edge.training.evaluate`), with the same part thresholds.
@@ -128,6 +134,62 @@ def yolo_head_ignored_patterns(op_names: Iterable[str]) -> list[str]:
     return [rf"^{re.escape(h)}/(dfl/.*|[A-Za-z]+(_\d+)?)$" for h in heads]
 
 
+@dataclass(frozen=True)
+class RecallControl:
+    """Accuracy-controlled quantization: part recall on `split` of `data` may drop by `max_drop`."""
+
+    data: Path
+    split: str = "val"
+    max_drop: float = 0.0
+    thresholds: Mapping[str, float] | None = None  # None: the FP32 model's in force (sidecar or part_conf)
+    part_conf: float = 0.25
+
+
+class PartRecallValidator:
+    """`validation_fn` for NNCF: the part recall of a compiled model over defective images.
+
+    A part is rejected when any class's highest score reaches its threshold (the service's
+    single-label decode, `class_max_scores`); returns (recall, one 0/1 value per image).
+    """
+
+    def __init__(self, info: ModelInfo, thresholds: np.ndarray) -> None:
+        self.thresholds = np.asarray(thresholds, np.float32)
+        self.layout = info.layout
+        self.num_classes = info.num_classes
+        self._buffer = np.zeros((1, info.channels, *info.input_hw), dtype=info.input_dtype)
+        self._pre = Preprocessor(self._buffer[0])
+
+    def __call__(self, compiled_model: Any, images: Iterable[Path]) -> tuple[float, list[float]]:
+        from edge.training.runner import class_max_scores
+
+        output = compiled_model.outputs[0]
+        values: list[float] = []
+        for path in images:
+            frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if frame is None:
+                raise DatasetError(f"{path}: cannot decode validation image")
+            self._pre(frame)
+            raw = compiled_model(self._buffer)[output]
+            scores = class_max_scores(raw, layout=self.layout, num_classes=self.num_classes)
+            values.append(float((scores >= self.thresholds).any()))
+        return (float(np.mean(values)) if values else 0.0), values
+
+
+def defective_images(data: Path, split: str) -> list[Path]:
+    """Images of a labelled split whose label file holds at least one box."""
+    from edge.training.evaluate import resolve_split
+
+    sd = resolve_split(Path(data), split)
+    out = []
+    for image in sd.images:
+        label = sd.labels_dir / f"{image.stem}.txt"
+        if label.is_file() and label.read_text().strip():
+            out.append(image)
+    if not out:
+        raise DatasetError(f"{sd.source}: split '{split}' has no defective images to control part recall on")
+    return out
+
+
 @dataclass
 class QuantizeResult:
     """What `quantize_onnx` produced."""
@@ -147,6 +209,7 @@ class QuantizeResult:
     versions: dict[str, str]
     accuracy: dict[str, Any] | None = None
     sizes_bytes: dict[str, int] = field(default_factory=dict)
+    recall_control: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -164,6 +227,8 @@ class QuantizeResult:
             "sizes_bytes": self.sizes_bytes,
             "versions": self.versions,
         }
+        if self.recall_control is not None:
+            doc["recall_control"] = self.recall_control
         if self.accuracy is not None:
             doc["accuracy"] = self.accuracy
         return doc
@@ -177,6 +242,7 @@ def quantize_onnx(
     calib_count: int = DEFAULT_CALIB_COUNT,
     preset: str = DEFAULT_PRESET,
     fast_bias_correction: bool = True,
+    recall_control: RecallControl | None = None,
 ) -> QuantizeResult:
     """Quantize an ONNX YOLO detection model to an INT8 OpenVINO IR (see the module doc)."""
     if preset not in PRESETS:
@@ -197,9 +263,10 @@ def quantize_onnx(
     except Exception as e:
         raise ModelError(f"{model}: OpenVINO could not convert the model: {e}") from e
     dims = [None if d.is_dynamic else int(d.get_length()) for d in ov_model.inputs[0].get_partial_shape()]
-    want = [1, info.channels, info.input_hw[0], info.input_hw[1]]
-    if dims != want:  # dynamic batch or size: calibrate at the size the engine runs
-        ov_model.reshape({ov_model.inputs[0].get_any_name(): want})
+    if len(dims) == 4 and any(d is None for d in dims[1:]):  # dynamic size: fix it at the model's imgsz
+        batch = dims[0] if dims[0] is not None else -1  # a dynamic batch stays dynamic (the engine sets it)
+        shape = ov.PartialShape([batch, info.channels, info.input_hw[0], info.input_hw[1]])
+        ov_model.reshape({ov_model.inputs[0].get_any_name(): shape})
     patterns = yolo_head_ignored_patterns(op.get_friendly_name() for op in ov_model.get_ordered_ops())
     if not patterns:
         log.warning("%s: no Ultralytics Detect head (dfl) found; quantizing the whole model", model)
@@ -217,15 +284,20 @@ def quantize_onnx(
     level = nncf_logger.level
     if not log.isEnabledFor(logging.DEBUG):
         nncf_logger.setLevel(logging.WARNING)  # one INFO line per op otherwise
+    common: dict[str, Any] = {
+        "preset": nncf.QuantizationPreset(preset),
+        "subset_size": len(frames),
+        "fast_bias_correction": fast_bias_correction,
+        "ignored_scope": nncf.IgnoredScope(patterns=patterns, validate=False) if patterns else None,
+    }
+    control_doc: dict[str, Any] | None = None
     try:
-        quantized = nncf.quantize(
-            ov_model,
-            nncf.Dataset(frames),
-            preset=nncf.QuantizationPreset(preset),
-            subset_size=len(frames),
-            fast_bias_correction=fast_bias_correction,
-            ignored_scope=nncf.IgnoredScope(patterns=patterns, validate=False) if patterns else None,
-        )
+        if recall_control is None:
+            quantized = nncf.quantize(ov_model, nncf.Dataset(frames), **common)
+        else:
+            quantized, control_doc = _quantize_with_recall_control(
+                nncf, ov_model, frames, info, model, recall_control, common
+            )
     except DatasetError:
         raise
     except Exception as e:
@@ -260,9 +332,58 @@ def quantize_onnx(
         seconds=seconds,
         versions={"nncf": str(nncf.__version__), "openvino": str(ov.get_version())},
         sizes_bytes={"onnx": model.stat().st_size, "xml": out.stat().st_size, "bin": bin_path.stat().st_size},
+        recall_control=control_doc,
     )
     log.info("wrote %s (id %s, %d FakeQuantize ops) in %.1f s", out, result.model_id, fq, seconds)
     return result
+
+
+def _quantize_with_recall_control(
+    nncf: Any,
+    ov_model: Any,
+    frames: CalibrationFrames,
+    info: ModelInfo,
+    model: Path,
+    control: RecallControl,
+    common: dict[str, Any],
+) -> tuple[Any, dict[str, Any]]:
+    """`nncf.quantize_with_accuracy_control` with part recall as the metric."""
+    if control.thresholds is not None:
+        thr = np.array([float(control.thresholds[n]) for n in info.names], np.float32)
+        source = "given"
+    else:
+        from edge.training.evaluate import resolve_thresholds
+
+        vec, source = resolve_thresholds(None, model, info.names, control.part_conf)
+        thr = np.asarray(vec, np.float32)
+    images = defective_images(control.data, control.split)
+    validator = PartRecallValidator(info, thr)
+    log.info(
+        "accuracy control: part recall on %d defective images of %s/%s may drop by %s",
+        len(images),
+        control.data,
+        control.split,
+        control.max_drop,
+    )
+    quantized = nncf.quantize_with_accuracy_control(
+        ov_model,
+        nncf.Dataset(frames),
+        nncf.Dataset(images),
+        validator,
+        max_drop=control.max_drop,
+        drop_type=nncf.DropType.ABSOLUTE,
+        **common,
+    )
+    doc = {
+        "metric": "part recall (single-label max score per class >= threshold)",
+        "data": str(control.data),
+        "split": control.split,
+        "defective_images": len(images),
+        "max_drop": control.max_drop,
+        "thresholds": {n: round(float(t), 6) for n, t in zip(info.names, thr, strict=True)},
+        "thresholds_source": source,
+    }
+    return quantized, doc
 
 
 def _metrics(summary: Mapping[str, Any]) -> dict[str, Any]:

@@ -46,6 +46,17 @@ def add_quantize_command(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument(
         "--conf", type=float, default=0.25, help="part threshold when the FP32 model has no thresholds sidecar"
     )
+    q.add_argument(
+        "--max-recall-drop",
+        type=float,
+        default=None,
+        metavar="D",
+        help="accuracy-controlled quantization (needs --data; minutes): revert quantizers to floating point until "
+        "part recall on the defective images of --control-split drops by at most D (e.g. 0)",
+    )
+    q.add_argument(
+        "--control-split", default=None, help="split for --max-recall-drop (default: --split; a held-out one is fairer)"
+    )
     q.set_defaults(func=cmd_quantize)
 
 
@@ -58,9 +69,19 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _quantize(args: argparse.Namespace) -> int:
-    from edge.engines.quantize import compare_accuracy, quantize_onnx, with_accuracy
+    from edge.engines.quantize import RecallControl, compare_accuracy, quantize_onnx, with_accuracy
+    from edge.errors import ConfigError
 
-    result = quantize_onnx(args.model, args.calib, out=args.out, calib_count=args.calib_count, preset=args.preset)
+    control = None
+    if args.max_recall_drop is not None:
+        if args.data is None:
+            raise ConfigError("--max-recall-drop needs --data (a labelled split to measure part recall on)")
+        control = RecallControl(
+            data=args.data, split=args.control_split or args.split, max_drop=args.max_recall_drop, part_conf=args.conf
+        )
+    result = quantize_onnx(
+        args.model, args.calib, out=args.out, calib_count=args.calib_count, preset=args.preset, recall_control=control
+    )
     if args.data is not None:
         accuracy = compare_accuracy(
             args.model, result.xml, args.data, args.split, threads=args.threads, part_conf=args.conf

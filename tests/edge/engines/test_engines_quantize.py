@@ -197,3 +197,48 @@ def test_int8_ir_runs_in_openvino_engine(quantized: dict[str, Any], model_path: 
             found += any(c == cls and box_iou(box, b) >= 0.5 for b, c in zip(q.boxes, q.classes, strict=True))
     if confident:
         assert found >= 0.7 * confident, f"INT8 found {found} of {confident} confident FP32 detections"
+
+
+def test_recall_control_needs_data(model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edge.cli import main
+
+    argv = ["quantize", "--model", str(model_path), "--calib", str(DEMO / "images"), "--out", str(tmp_path / "x.xml")]
+    assert main([*argv, "--max-recall-drop", "0"]) == 2
+    assert "--max-recall-drop needs --data" in capsys.readouterr().err
+
+
+def test_quantize_with_recall_control(model_path: Path, tmp_path: Path) -> None:
+    """The accuracy-controlled path runs end to end (a loose drop limit keeps it short)."""
+    pytest.importorskip("nncf")
+    from edge.engines.openvino import OpenVinoEngineConfig
+    from edge.engines.quantize import RecallControl, quantize_onnx
+
+    data = tmp_path / "data"
+    (data / "images" / "val").mkdir(parents=True)
+    (data / "labels" / "val").mkdir(parents=True)
+    for p in defective_demo_images()[:8]:
+        shutil.copy(p, data / "images" / "val" / p.name)
+        shutil.copy(DEMO / "labels" / f"{p.stem}.txt", data / "labels" / "val" / f"{p.stem}.txt")
+    control = RecallControl(data=data, split="val", max_drop=1.0)
+    result = quantize_onnx(model_path, DEMO / "images", out=tmp_path / "q.xml", calib_count=10, recall_control=control)
+    doc = result.summary()["recall_control"]
+    assert doc["defective_images"] == 8 and doc["max_drop"] == 1.0
+    assert set(doc["thresholds"]) == set(result.names)
+    engine = OpenVinoEngineConfig(model=str(result.xml), num_threads=2).build(Path("."))
+    assert engine.load().names == result.names
+    engine.close()
+
+
+def test_dynamic_batch_stays_dynamic(tiny_model: Any, tmp_path: Path) -> None:
+    """A dynamic-batch ONNX gives a dynamic-batch IR that the engine runs at the configured batch."""
+    pytest.importorskip("nncf")
+    from edge.engines.openvino import OpenVinoEngineConfig
+    from edge.engines.quantize import quantize_onnx
+
+    onnx_path = tiny_model(batch="batch", imgsz=(64, 64))
+    result = quantize_onnx(onnx_path, DEMO / "images", out=tmp_path / "tiny-int8.xml", calib_count=4)
+    assert result.ignored_patterns == []  # no Ultralytics head in the stand-in model: all quantized
+    engine = OpenVinoEngineConfig(model=str(result.xml), batch=2, warmup=1).build(Path("."))
+    info = engine.load()
+    assert engine.input_buffer().shape == (2, 3, 64, 64) and info.names == ("c0", "c1", "c2")
+    engine.close()
