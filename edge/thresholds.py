@@ -24,9 +24,13 @@ def sidecar_path(model_path: Path) -> Path:
 
 
 def model_file_id(path: Path) -> str:
-    """First 16 hex digits of the sha256 of a model file (the `model_id` of verdicts)."""
+    """The `model_id` verdicts carry: first 16 hex digits of the sha256 of the model file, or
+    of an OpenVINO IR's .xml and .bin together (as the OpenVINO engine computes it)."""
+    files = [path]
+    if path.suffix == ".xml" and path.with_suffix(".bin").is_file():
+        files.append(path.with_suffix(".bin"))
     try:
-        return model_id_of(path)
+        return model_id_of(*files)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read model file ({exc})") from exc
 

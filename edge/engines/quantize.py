@@ -44,7 +44,7 @@ import numpy as np
 from edge.engines.base import ModelInfo
 from edge.engines.model import model_id_of, read_model_info, read_onnx_header
 from edge.engines.yolo import Preprocessor
-from edge.errors import DatasetError, EngineUnavailableError, ModelError
+from edge.errors import DatasetError, EdgeInspectError, EngineUnavailableError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -298,7 +298,7 @@ def quantize_onnx(
             quantized, control_doc = _quantize_with_recall_control(
                 nncf, ov_model, frames, info, model, recall_control, common
             )
-    except DatasetError:
+    except EdgeInspectError:
         raise
     except Exception as e:
         raise ModelError(f"{model}: NNCF quantization failed: {e}") from e
@@ -310,7 +310,8 @@ def quantize_onnx(
     fq = sum(1 for op in quantized.get_ordered_ops() if op.get_type_name() == "FakeQuantize")
     extra = {
         "source_model_id": info.model_id,
-        "quantization": f"INT8 NNCF {nncf.__version__} preset={preset} calibration_images={len(frames)}",
+        "quantization": f"INT8 NNCF {nncf.__version__} preset={preset} calibration_images={len(frames)}"
+        + (f" max_recall_drop={recall_control.max_drop}" if recall_control is not None else ""),
     }
     write_ir_metadata(quantized, {**metadata, **extra})
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,697 @@
+"""Engine benchmark: our full path on each runtime against Ultralytics `predict` on the same model.
+
+In ONE process, interleaved: every round runs each engine over the same frames, one engine after
+the other (the order rotates from round to round), so drifting machine load hits all engines alike.
+
+- ours, per runtime: `Preprocessor` (letterbox into the engine's input) -> `engine.infer()` ->
+  `Decoder` (decode + NMS + scaling to source pixels): onnxruntime, openvino, openvino-int8 (an
+  NNCF INT8 IR: `--int8`, or produced with `edge.engines.quantize` when nncf is installed) and
+  tensorrt where available.
+- Ultralytics `YOLO(...).predict(frame)` on the same ONNX (Ultralytics runs it with ONNX Runtime),
+  on the same model as an OpenVINO IR (FP32 and INT8; an Ultralytics-style `*_openvino_model/`
+  folder made from our files) and on the PyTorch checkpoint (`--pt`, CPU).
+
+`--color mono` feeds 2-D mono frames instead (a mono camera, like DeepPCB's): ours letterboxes them
+directly, Ultralytics converts them to BGR first. Besides the interleaved full-path figures, our
+preprocess and decode are also timed alone (no inference between them) for BGR and mono frames.
+
+Every runtime gets the same thread count (`--threads`): ours through the engine configs,
+Ultralytics' ONNX Runtime session and OpenVINO compiled model are rebuilt with it after loading
+(Ultralytics exposes no such setting), PyTorch (the checkpoint, and the torch ops of Ultralytics'
+pre/post-processing for every Ultralytics entry) through `torch.set_num_threads`, OpenCV through
+`cv2.setNumThreads`. Frames are 640x640 uint8 (DeepPCB val), BGR by default, the same for every engine.
+
+Per engine: p50/p99 ms of the full path, of inference alone, and of everything else (pre + post +
+glue = full - inference; for Ultralytics, inference is what it reports in `Results.speed`). Ratios
+of ours to Ultralytics on the same runtime and to Ultralytics' PyTorch CPU predict. Targets
+(issue #4): our onnxruntime full path <= 0.85x Ultralytics on onnxruntime and <= 0.5x Ultralytics
+PyTorch; our pre+post+glue p50 <= 1 ms; INT8 full path <= 0.5x our FP32 openvino with part recall
+on the validation split unchanged. Writes benchmarks/results/engines.json and engines.png.
+
+    .venv-bench/bin/python benchmarks/engines.py [--rounds 5 --images 50 --threads 2 --pt PATH]
+
+Engines whose runtime (ultralytics, torch, nncf, TensorRT) is missing are skipped with the reason
+recorded in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gc
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from edge.engines.base import EngineConfigBase  # noqa: E402
+from edge.engines.model import model_id_of, read_model_info, read_onnx_header  # noqa: E402
+from edge.engines.yolo import Decoder, Preprocessor  # noqa: E402
+
+log = logging.getLogger("bench.engines")
+
+DEFAULT_MODEL = REPO / "models" / "pcb-yolo11n-320.onnx"
+DEFAULT_PT = REPO / "models" / "pcb-yolo11n-320.pt"
+DEFAULT_DATA = REPO / "build" / "datasets" / "deeppcb" / "data.yaml"
+WORK = REPO / "build" / "bench"
+OUT = REPO / "benchmarks" / "results"
+
+TARGET_VS_ULTRA_SAME_RUNTIME = 0.85
+TARGET_VS_ULTRA_PYTORCH = 0.5
+TARGET_GLUE_MS = 1.0
+TARGET_INT8_VS_FP32 = 0.5
+
+# our engine -> the Ultralytics entry on the same runtime
+SAME_RUNTIME = {
+    "onnxruntime": "ultralytics-onnxruntime",
+    "openvino": "ultralytics-openvino",
+    "openvino-int8": "ultralytics-openvino-int8",
+}
+
+
+@dataclass
+class Bench:
+    """One engine under test: `step(frame) -> (full_ms, infer_ms, detections)`."""
+
+    name: str
+    kind: str  # "ours" or "ultralytics"
+    runtime: str
+    model: str
+    step: Callable[[np.ndarray], tuple[float, float, int]]
+    close: Callable[[], None]
+    notes: dict[str, Any] = field(default_factory=dict)
+    parts: tuple[Any, ...] | None = None  # ours: (Preprocessor, engine, Decoder)
+    full: list[float] = field(default_factory=list)
+    infer: list[float] = field(default_factory=list)
+    dets: list[int] = field(default_factory=list)
+    round_p50: list[float] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------ ours
+
+
+def ours(name: str, cfg: EngineConfigBase, conf: float, iou: float) -> Bench:
+    engine = cfg.build(REPO)  # type: ignore[attr-defined]
+    info = engine.load()
+    pre = Preprocessor(engine.input_buffer()[0])
+    shape = engine.output_shape() if hasattr(engine, "output_shape") else None
+    dec = Decoder(info, conf=conf, iou=iou, output_shape=shape)
+    clock = time.perf_counter_ns
+
+    def step(frame: np.ndarray) -> tuple[float, float, int]:
+        t0 = clock()
+        geometry = pre(frame)
+        t1 = clock()
+        raw = engine.infer()
+        t2 = clock()
+        dets = dec(raw, geometry)
+        t3 = clock()
+        return (t3 - t0) / 1e6, (t2 - t1) / 1e6, len(dets)
+
+    notes = {"model_id": info.model_id, "engine_version": getattr(engine, "version", None)}
+    return Bench(name, "ours", engine.runtime, str(cfg.model), step, engine.close, notes, (pre, engine, dec))
+
+
+def isolated_pre_post(b: Bench, frames: list[np.ndarray], passes: int = 5) -> dict[str, Any]:
+    """Our preprocess and decode alone (no inference in between), for BGR and mono 640x640 frames."""
+    assert b.parts is not None
+    pre, engine, dec = b.parts
+    out: dict[str, Any] = {"engine": b.name}
+    clock = time.perf_counter_ns
+    for color in ("bgr", "mono"):
+        imgs = [f if (f.ndim == 3) == (color == "bgr") else convert(f, color) for f in frames]
+        raws, geoms = [], []
+        for f in imgs:
+            geoms.append(pre(f))
+            raws.append(engine.infer().copy())
+        t_pre, t_post = [], []
+        for _ in range(passes):
+            for f, raw, g in zip(imgs, raws, geoms, strict=True):
+                t0 = clock()
+                pre(f)
+                t1 = clock()
+                dec(raw, g)
+                t2 = clock()
+                t_pre.append((t1 - t0) / 1e3)
+                t_post.append((t2 - t1) / 1e3)
+        out[color] = {
+            "shape": list(imgs[0].shape),
+            "preprocess_us_p50": round(float(np.percentile(t_pre, 50)), 1),
+            "decode_us_p50": round(float(np.percentile(t_post, 50)), 1),
+            "sum_us_p50": round(float(np.percentile(np.add(t_pre, t_post), 50)), 1),
+        }
+    return out
+
+
+def convert(frame: np.ndarray, color: str) -> np.ndarray:
+    if color == "mono":
+        return frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+    return frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+
+
+def our_config(runtime: str, model: Path, threads: int) -> EngineConfigBase:
+    common: dict[str, Any] = {"model": str(model), "warmup": 3}
+    if runtime == "onnxruntime":
+        from edge.engines.onnxruntime import OnnxRuntimeEngineConfig
+
+        return OnnxRuntimeEngineConfig(**common, providers=["CPUExecutionProvider"], intra_op_threads=threads)
+    if runtime == "openvino":
+        from edge.engines.openvino import OpenVinoEngineConfig
+
+        return OpenVinoEngineConfig(**common, device="CPU", num_threads=threads)
+    if runtime == "tensorrt":
+        from edge.engines.tensorrt import TensorRtEngineConfig
+
+        return TensorRtEngineConfig(**common)
+    raise ValueError(runtime)
+
+
+def int8_model(args: argparse.Namespace, model: Path, skipped: dict[str, str]) -> Path | None:
+    """The INT8 IR: --int8, or WORK/<stem>-int8.xml made for this model (quantized now if needed)."""
+    if args.int8 is not None:
+        if not args.int8.is_file():
+            skipped["openvino-int8"] = f"--int8 {args.int8} does not exist"
+            return None
+        return Path(args.int8)
+    out = WORK / f"{model.stem}-int8.xml"
+    source_id = model_id_of(model)
+    if out.is_file():
+        try:
+            import openvino as ov
+
+            rt = ov.Core().read_model(str(out))
+            if rt.get_rt_info(["model_info", "source_model_id"]).astype(str) == source_id:
+                log.info("reusing %s (quantized from %s)", out, source_id)
+                return out
+        except Exception as e:  # unreadable or older file: make it again
+            log.info("not reusing %s: %s", out, e)
+    from edge.engines.quantize import quantize_onnx
+    from edge.errors import EdgeInspectError
+
+    calib = args.calib
+    if calib is None:
+        train = REPO / "build" / "datasets" / "deeppcb" / "images" / "train"
+        calib = train if train.is_dir() else REPO / "edge" / "demo_data" / "images"
+    try:
+        result = quantize_onnx(model, calib, out=out, calib_count=args.calib_count)
+    except EdgeInspectError as e:
+        skipped["openvino-int8"] = f"could not produce the INT8 IR: {e}"
+        return None
+    log.info("quantized %s -> %s in %.1f s", model, out, result.seconds)
+    return out
+
+
+# ------------------------------------------------------------------------------ ultralytics
+
+
+def ultralytics_openvino_dir(xml: Path, metadata: dict[str, str], name: str) -> Path:
+    """An Ultralytics-style `<name>_openvino_model/` folder (model.xml/.bin + metadata.yaml)."""
+    import yaml
+
+    folder = WORK / f"{name}_openvino_model"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(xml, folder / "model.xml")
+    shutil.copyfile(xml.with_suffix(".bin"), folder / "model.bin")
+    keep = {
+        k: v for k, v in metadata.items() if k in ("names", "imgsz", "stride", "task", "batch", "channels", "end2end")
+    }
+    (folder / "metadata.yaml").write_text(yaml.safe_dump(keep))
+    return folder
+
+
+def fp32_ir(model: Path) -> Path:
+    """Our ONNX converted to an FP32 OpenVINO IR (for Ultralytics' OpenVINO backend)."""
+    import openvino as ov
+
+    out = WORK / f"{model.stem}-fp32.xml"
+    ov.save_model(ov.convert_model(str(model)), str(out), compress_to_fp16=False)
+    return out
+
+
+def ultra(name: str, weights: Path, runtime: str, threads: int, conf: float, iou: float, imgsz: int) -> Bench:
+    from ultralytics import YOLO
+
+    yolo = YOLO(str(weights), task="detect")
+    kwargs = {"conf": conf, "iou": iou, "imgsz": imgsz, "device": "cpu", "verbose": False}
+    yolo.predict(np.full((imgsz, imgsz, 3), 114, np.uint8), **kwargs)  # sets up the predictor and backend
+    import torch
+
+    # Ultralytics' select_device() resets torch to cpu_count - 1 threads; its pre/post-processing runs
+    # torch ops too, so every Ultralytics entry gets `threads` torch threads, whatever the runtime.
+    torch.set_num_threads(threads)
+    notes: dict[str, Any] = {
+        "threads": enforce_threads(yolo, runtime, weights, threads),
+        "torch_threads": torch.get_num_threads(),
+    }
+    clock = time.perf_counter_ns
+
+    def step(frame: np.ndarray) -> tuple[float, float, int]:
+        t0 = clock()
+        r = yolo.predict(frame, **kwargs)[0]
+        t1 = clock()
+        return (t1 - t0) / 1e6, float(r.speed["inference"]), len(r.boxes)
+
+    def close() -> None:
+        nonlocal yolo
+        yolo = None
+
+    return Bench(name, "ultralytics", runtime, str(weights), step, close, notes)
+
+
+def enforce_threads(yolo: Any, runtime: str, weights: Path, threads: int) -> str:
+    """Give Ultralytics' runtime the same thread count as ours (it has no setting for it)."""
+    backend = getattr(getattr(getattr(yolo, "predictor", None), "model", None), "backend", None)
+    if backend is None:
+        return "NOT SET: this Ultralytics version has no predictor.model.backend"
+    if runtime == "onnxruntime":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        backend.session = ort.InferenceSession(str(weights), opts, providers=["CPUExecutionProvider"])
+        return f"onnxruntime session rebuilt with intra_op_num_threads={threads}"
+    if runtime == "openvino":
+        import openvino as ov
+
+        xml = next(Path(weights).glob("*.xml"))
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+        backend.ov_compiled_model = ov.Core().compile_model(str(xml), "CPU", config)
+        return f"openvino recompiled on CPU with {config}"
+    if runtime == "pytorch":
+        import torch
+
+        return f"torch.set_num_threads({threads}) (interop {torch.get_num_interop_threads()})"
+    return "not set"
+
+
+# ------------------------------------------------------------------------------------ stats
+
+
+def pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
+def summarize(b: Bench) -> dict[str, Any]:
+    full, inf = np.asarray(b.full), np.asarray(b.infer)
+    other = (full - inf).tolist()
+    return {
+        "kind": b.kind,
+        "runtime": b.runtime,
+        "model": b.model,
+        "samples": len(b.full),
+        "full_ms": {"p50": pct(b.full, 50), "p99": pct(b.full, 99), "mean": round(float(full.mean()), 3)},
+        "infer_ms": {"p50": pct(b.infer, 50), "p99": pct(b.infer, 99), "mean": round(float(inf.mean()), 3)},
+        "pre_post_glue_ms": {"p50": pct(other, 50), "p99": pct(other, 99), "mean": round(float(np.mean(other)), 3)},
+        "round_full_p50_ms": [round(v, 3) for v in b.round_p50],
+        "detections_per_frame": round(float(np.mean(b.dets)), 3),
+        **b.notes,
+    }
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 4) if a is not None and b else None
+
+
+def target(name: str, value: float | None, limit: float, what: str, extra: bool | None = True) -> dict[str, Any]:
+    """met: False when over the limit or `extra` is False; None when a figure is missing."""
+    if value is None:
+        met = None
+    elif value > limit or extra is False:
+        met = False
+    else:
+        met = None if extra is None else True
+    return {"target": name, "value": value, "limit": limit, "met": met, "what": what}
+
+
+def load_frames(args: argparse.Namespace) -> tuple[list[np.ndarray], str]:
+    val = DEFAULT_DATA.parent / "images" / "val"
+    folder = args.frames or (val if val.is_dir() else REPO / "edge" / "demo_data" / "images")
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".jpg", ".png", ".bmp"))
+    if not files:
+        raise SystemExit(f"no images in {folder}")
+    idx = np.unique(np.linspace(0, len(files) - 1, min(args.images, len(files))).round().astype(int))
+    frames = []
+    flag = cv2.IMREAD_GRAYSCALE if args.color == "mono" else cv2.IMREAD_COLOR
+    for i in idx:
+        frame = cv2.imread(str(files[int(i)]), flag)
+        if frame is None:
+            raise SystemExit(f"cannot read {files[int(i)]}")
+        frames.append(frame)
+    return frames, str(folder)
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "numpy": np.__version__, "opencv": cv2.__version__}
+    for mod in ("onnxruntime", "openvino", "nncf", "ultralytics", "torch", "tensorrt"):
+        try:
+            m = __import__(mod)
+            out[mod] = str(getattr(m, "__version__", None) or m.get_version())
+        except Exception:
+            pass
+    return out
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+# ------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (each engine, all frames, per round)")
+    ap.add_argument("--images", type=int, default=50, help="frames per round")
+    ap.add_argument("--threads", type=int, default=2, help="threads for every runtime")
+    ap.add_argument("--warmup", type=int, default=10, help="untimed frames per engine before the first round")
+    ap.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="FP32 ONNX model")
+    ap.add_argument("--pt", type=Path, default=DEFAULT_PT, help="PyTorch checkpoint of the same model")
+    ap.add_argument("--int8", type=Path, default=None, help="INT8 OpenVINO IR (default: make one with NNCF)")
+    ap.add_argument("--calib", type=Path, default=None, help="calibration images when the INT8 IR is made here")
+    ap.add_argument("--calib-count", type=int, default=300)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="labelled data.yaml for the INT8 recall check")
+    ap.add_argument("--split", default="val")
+    ap.add_argument("--no-accuracy", action="store_true", help="skip the FP32/INT8 accuracy comparison")
+    ap.add_argument("--frames", type=Path, default=None, help="folder of frames (default: DeepPCB val)")
+    ap.add_argument(
+        "--color",
+        choices=("bgr", "mono"),
+        default="bgr",
+        help="frames as BGR (colour camera) or mono, for every engine",
+    )
+    ap.add_argument("--engines", default=None, help="comma-separated subset of engine names to run")
+    ap.add_argument("--conf", type=float, default=0.25)
+    ap.add_argument("--iou", type=float, default=0.7)
+    ap.add_argument("--out", type=Path, default=OUT, help="folder for engines.json and engines.png")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("nncf", "ultralytics"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_VERBOSE", "False")
+    WORK.mkdir(parents=True, exist_ok=True)
+    cv2.setNumThreads(args.threads)
+    load_start = os.getloadavg()
+
+    model = args.model.resolve()
+    info = read_model_info(model)
+    imgsz = info.input_hw[0]
+    metadata = read_onnx_header(model)[0]
+    frames, frames_from = load_frames(args)
+    wanted = set(args.engines.split(",")) if args.engines else None
+    skipped: dict[str, str] = {}
+    benches: list[Bench] = []
+
+    def add(name: str, make: Callable[[], Bench]) -> None:
+        if wanted is not None and name not in wanted:
+            return
+        try:
+            benches.append(make())
+            log.info("loaded %s", name)
+        except ImportError as e:
+            skipped[name] = f"not installed: {e}"
+        except Exception as e:
+            skipped[name] = f"{type(e).__name__}: {e}"
+        if name in skipped:
+            log.warning("skipping %s: %s", name, skipped[name])
+
+    conf, iou, t = args.conf, args.iou, args.threads
+    add("onnxruntime", lambda: ours("onnxruntime", our_config("onnxruntime", model, t), conf, iou))
+    add("openvino", lambda: ours("openvino", our_config("openvino", model, t), conf, iou))
+    int8: Path | None = None
+    if wanted is None or wanted & {"openvino-int8", "ultralytics-openvino-int8"}:
+        try:
+            int8 = int8_model(args, model, skipped)
+        except ImportError as e:
+            skipped["openvino-int8"] = f"not installed: {e}"
+    if int8 is not None:
+        add("openvino-int8", lambda: ours("openvino-int8", our_config("openvino", int8, t), conf, iou))
+    elif "openvino-int8" in skipped:
+        skipped.setdefault("ultralytics-openvino-int8", skipped["openvino-int8"])
+    add("tensorrt", lambda: ours("tensorrt", our_config("tensorrt", model, t), conf, iou))
+
+    add("ultralytics-onnxruntime", lambda: ultra("ultralytics-onnxruntime", model, "onnxruntime", t, conf, iou, imgsz))
+    add(
+        "ultralytics-openvino",
+        lambda: ultra(
+            "ultralytics-openvino",
+            ultralytics_openvino_dir(fp32_ir(model), metadata, f"{model.stem}-fp32"),
+            "openvino",
+            t,
+            conf,
+            iou,
+            imgsz,
+        ),
+    )
+    if int8 is not None:
+        int8_path = int8
+        add(
+            "ultralytics-openvino-int8",
+            lambda: ultra(
+                "ultralytics-openvino-int8",
+                ultralytics_openvino_dir(int8_path, metadata, f"{model.stem}-int8"),
+                "openvino",
+                t,
+                conf,
+                iou,
+                imgsz,
+            ),
+        )
+    if args.pt.is_file():
+        add("ultralytics-pytorch", lambda: ultra("ultralytics-pytorch", args.pt, "pytorch", t, conf, iou, imgsz))
+    elif wanted is None or "ultralytics-pytorch" in wanted:
+        skipped["ultralytics-pytorch"] = f"no PyTorch checkpoint at {args.pt} (pass --pt)"
+    if not benches:
+        raise SystemExit(f"no engine could be loaded: {skipped}")
+
+    # warm-up, then interleaved rounds
+    for b in benches:
+        for i in range(args.warmup):
+            b.step(frames[i % len(frames)])
+    log.info("timing %s: %d rounds x %d frames", [b.name for b in benches], args.rounds, len(frames))
+    gc.collect()
+    gc.disable()  # a collection inside one engine's block would be charged to it
+    try:
+        for r in range(args.rounds):
+            k = r % len(benches)
+            for b in benches[k:] + benches[:k]:
+                start = len(b.full)
+                for frame in frames:
+                    full_ms, infer_ms, n = b.step(frame)
+                    b.full.append(full_ms)
+                    b.infer.append(infer_ms)
+                    b.dets.append(n)
+                b.round_p50.append(float(np.percentile(b.full[start:], 50)))
+            gc.collect()
+            log.info("round %d/%d: %s", r + 1, args.rounds, {b.name: round(b.round_p50[-1], 2) for b in benches})
+    finally:
+        gc.enable()
+    load_end = os.getloadavg()
+    isolated = None
+    for b in benches:
+        if b.kind == "ours" and isolated is None:
+            isolated = isolated_pre_post(b, frames)
+    for b in benches:
+        b.close()
+
+    engines = {b.name: summarize(b) for b in benches}
+    full50: dict[str, float | None] = {name: ent["full_ms"]["p50"] for name, ent in engines.items()}
+    ratios: dict[str, dict[str, Any]] = {}
+    for name, ent in engines.items():
+        if ent["kind"] != "ours":
+            continue
+        same = SAME_RUNTIME.get(name)
+        ratios[name] = {
+            "vs_ultralytics_same_runtime": ratio(full50[name], full50.get(same)) if same else None,
+            "same_runtime_entry": same if same in full50 else None,
+            "vs_ultralytics_pytorch": ratio(full50[name], full50.get("ultralytics-pytorch")),
+        }
+
+    accuracy: dict[str, Any] | None = None
+    if int8 is not None and not args.no_accuracy and "openvino-int8" in engines:
+        if args.data.exists():
+            from edge.engines.quantize import compare_accuracy
+
+            log.info("accuracy: FP32 vs INT8 on %s/%s (OpenVINO engine)", args.data, args.split)
+            try:
+                accuracy = compare_accuracy(model, int8, args.data, args.split, threads=t)
+            except Exception as e:
+                accuracy = {"error": f"{type(e).__name__}: {e}"}
+        else:
+            accuracy = {"error": f"{args.data} not found (edge-inspect dataset convert ...)"}
+
+    ort, ov, q = engines.get("onnxruntime"), engines.get("openvino"), engines.get("openvino-int8")
+    recall_ok = None if accuracy is None or "error" in accuracy else bool(accuracy["part_recall_unchanged"])
+    targets = [
+        target(
+            "onnxruntime full path vs Ultralytics predict on onnxruntime",
+            ratios.get("onnxruntime", {}).get("vs_ultralytics_same_runtime"),
+            TARGET_VS_ULTRA_SAME_RUNTIME,
+            "p50 full-path ratio",
+        ),
+        *(
+            target(
+                f"{n} full path vs Ultralytics PyTorch CPU predict",
+                ratios[n]["vs_ultralytics_pytorch"],
+                TARGET_VS_ULTRA_PYTORCH,
+                "p50 full-path ratio",
+            )
+            for n in ratios
+        ),
+        *(
+            target(
+                f"{n} pre+post+glue", engines[n]["pre_post_glue_ms"]["p50"], TARGET_GLUE_MS, "p50 ms, 640x640 source"
+            )
+            for n in ratios
+        ),
+        target(
+            "openvino-int8 full path vs our FP32 openvino, part recall unchanged",
+            ratio(q["full_ms"]["p50"], ov["full_ms"]["p50"]) if q and ov else None,
+            TARGET_INT8_VS_FP32,
+            "p50 full-path ratio; met also needs INT8 part recall >= FP32 on the validation split",
+            extra=recall_ok,
+        ),
+    ]
+    doc = {
+        "benchmark": "benchmarks/engines.py",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "model": {"onnx": str(model), "model_id": info.model_id, "int8": str(int8) if int8 else None},
+        "pt": {"path": str(args.pt), "model_id": model_id_of(args.pt)} if args.pt.is_file() else None,
+        "threads": {
+            "all_runtimes": t,
+            "note": "same thread count for every runtime: ours via engine config, Ultralytics' ORT session and "
+            "OpenVINO compiled model rebuilt with it, torch.set_num_threads (PyTorch model and Ultralytics' torch "
+            "pre/post ops), cv2.setNumThreads",
+        },
+        "frames": {
+            "count": len(frames),
+            "from": frames_from,
+            "shape": list(frames[0].shape),
+            "dtype": f"uint8 {'BGR' if args.color == 'bgr' else 'mono'}",
+        },
+        "rounds": args.rounds,
+        "warmup": args.warmup,
+        "conf": conf,
+        "iou": iou,
+        "host": {
+            "cpu": cpu_name(),
+            "cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "loadavg_start": [round(x, 2) for x in load_start],
+            "loadavg_end": [round(x, 2) for x in load_end],
+        },
+        "versions": versions(),
+        "engines": engines,
+        "skipped": skipped,
+        "ratios": ratios,
+        "our_pre_post_glue_p50_ms_640x640": ort["pre_post_glue_ms"]["p50"] if ort else None,
+        "our_pre_post_isolated": isolated,
+        "int8_accuracy": accuracy,
+        "targets": targets,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path = args.out / "engines.json"
+    json_path.write_text(json.dumps(doc, indent=2) + "\n")
+    png = plot(doc, args.out / "engines.png")
+    report(doc, json_path, png)
+    return 0
+
+
+def report(doc: dict[str, Any], json_path: Path, png: Path | None) -> None:
+    print(f"\n{'engine':28s} {'full p50':>9s} {'p99':>8s} {'infer p50':>10s} {'other p50':>10s} {'dets':>6s}")
+    for n, e in doc["engines"].items():
+        print(
+            f"{n:28s} {e['full_ms']['p50']:9.2f} {e['full_ms']['p99']:8.2f} {e['infer_ms']['p50']:10.2f} "
+            f"{e['pre_post_glue_ms']['p50']:10.2f} {e['detections_per_frame']:6.2f}"
+        )
+    for n, reason in doc["skipped"].items():
+        print(f"{n:28s} skipped: {reason}")
+    print("\ntargets:")
+    for t in doc["targets"]:
+        state = {True: "MET", False: "NOT MET", None: "n/a"}[t["met"]]
+        print(f"  [{state:7s}] {t['target']}: {t['value']} (limit {t['limit']}; {t['what']})")
+    iso = doc.get("our_pre_post_isolated")
+    if iso:
+        print(
+            f"\nour preprocess + decode alone ({iso['engine']}): "
+            + ", ".join(
+                f"{c} {iso[c]['shape']}: {iso[c]['preprocess_us_p50']:.0f} + {iso[c]['decode_us_p50']:.0f} us"
+                for c in ("bgr", "mono")
+            )
+        )
+    acc = doc["int8_accuracy"]
+    if acc and "error" not in acc:
+        f, i = acc["fp32"], acc["int8"]
+        print(
+            f"\nINT8 accuracy on {acc['split']}: mAP50 {f['mAP50']:.4f} -> {i['mAP50']:.4f}, part recall "
+            f"{f['part_recall']:.4f} -> {i['part_recall']:.4f}, FRR {f['false_reject_rate']:.4f} -> "
+            f"{i['false_reject_rate']:.4f}"
+        )
+    elif acc:
+        print(f"\nINT8 accuracy: {acc['error']}")
+    print(
+        f"\nthreads {doc['threads']['all_runtimes']}, load average {doc['host']['loadavg_start']} -> "
+        f"{doc['host']['loadavg_end']}\nwrote {json_path}" + (f" and {png}" if png else "")
+    )
+
+
+def plot(doc: dict[str, Any], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed: no chart")
+        return None
+    names = list(doc["engines"])
+    e = doc["engines"]
+    infer = np.array([e[n]["infer_ms"]["p50"] for n in names])
+    other = np.array([max(0.0, e[n]["full_ms"]["p50"] - e[n]["infer_ms"]["p50"]) for n in names])
+    p99 = np.array([e[n]["full_ms"]["p99"] for n in names])
+    colors = ["tab:blue" if e[n]["kind"] == "ours" else "tab:gray" for n in names]
+    full = infer + other
+    xmax = float(full.max()) * 1.45
+    fig, ax = plt.subplots(figsize=(10, 0.6 * len(names) + 2), tight_layout=True)
+    y = np.arange(len(names))
+    ax.barh(y, infer, color=colors, label="inference p50")
+    ax.barh(y, other, left=infer, color=colors, alpha=0.45, hatch="//", label="pre + post + glue p50")
+    shown = np.minimum(p99, xmax * 0.995)
+    ax.plot(shown, y, "k|", markersize=14, label="full path p99 (clipped at the edge)")
+    for i, n in enumerate(names):
+        x = max(full[i], shown[i]) + xmax * 0.01
+        text = f"{e[n]['full_ms']['p50']:.1f} ms (p99 {p99[i]:.0f})"
+        ax.text(min(x, xmax * 0.78), i - 0.3, text, va="center", fontsize=8)
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlabel("ms per frame (640x640 source, batch 1), p50 of the interleaved rounds")
+    ax.set_title(f"Full path per engine, {doc['threads']['all_runtimes']} threads each (blue: ours, grey: Ultralytics)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, fontsize=8, frameon=False)
+    ax.set_xlim(0, xmax)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+if __name__ == "__main__":
+    sys.exit(main())
