@@ -230,18 +230,22 @@ class Ring:
     # -- watchdog side ----------------------------------------------------------------------
     def expire(self, now_ns: int) -> int:
         """FAILSAFE every undecided frame whose deadline has passed; returns how many."""
+        return self._fail_where(FailsafeReason.DEADLINE, lambda s: s.deadline_ns <= now_ns)
+
+    def _fail_where(self, reason: FailsafeReason, due: Callable[[Slot], bool]) -> int:
+        """Decide FAILSAFE every undecided frame for which due(slot) holds. Pending frames go
+        back to their camera at once; a frame the worker is reading goes back when it lets go."""
         releases: list[tuple[Camera, Frame]] = []
         n = 0
         with self._lock:
             for s in self._slots:
-                if s.state is SlotState.FREE or s.decided or s.deadline_ns > now_ns:
+                if s.state is SlotState.FREE or s.decided or not due(s):
                     continue
                 s.decided = True
-                self._emit(s, FailsafeReason.DEADLINE, None)
+                self._emit(s, reason, None)
                 n += 1
                 if s.state is SlotState.PENDING:
                     releases.append(self._free(s))
-                # INFERRING: the worker releases the buffer when it lets go of it.
         for cam, frame in releases:
             self._release(cam, frame)
         return n
@@ -295,18 +299,4 @@ class Ring:
 
     def fail_all(self, reason: FailsafeReason) -> int:
         """Decide every undecided frame FAILSAFE now (last step of shutdown)."""
-        releases: list[tuple[Camera, Frame]] = []
-        n = 0
-        with self._lock:
-            for s in self._slots:
-                if s.state is SlotState.FREE:
-                    continue
-                if not s.decided:
-                    s.decided = True
-                    self._emit(s, reason, None)
-                    n += 1
-                if s.state is SlotState.PENDING:
-                    releases.append(self._free(s))
-        for cam, frame in releases:
-            self._release(cam, frame)
-        return n
+        return self._fail_where(reason, lambda s: True)
