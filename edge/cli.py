@@ -90,6 +90,10 @@ def _run_service(cfg: Any, max_frames: int | None, summary_json: Path | None, sh
         log.info("summary written to %s", summary_json)
     else:
         print(text)
+    if summary.get("errors"):
+        for e in summary["errors"]:
+            print(f"edge-inspect: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

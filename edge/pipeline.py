@@ -23,7 +23,7 @@ from edge.config import PipelineConfig
 from edge.decision import CompiledRules, Decision, decide
 from edge.engines.base import Engine, ModelInfo
 from edge.engines.yolo import Decoder, Preprocessor
-from edge.errors import CameraError, CameraLostError
+from edge.errors import CameraError, CameraLostError, CameraNodeError
 from edge.metrics import PipelineMetrics
 from edge.ring import Ring, Slot
 from edge.sinks.base import Sink
@@ -117,6 +117,7 @@ class Pipeline:
         self.max_frames = max_frames
         self.budget_ns = int(config.budget_ms * 1e6)
         self.listeners: list[VerdictListener] = []
+        self.fatal_errors: list[str] = []  # what stopped a camera for good (shown in the summary)
         self.ring = Ring(config.ring_slots, config.overflow, self._emit, self._release, self._late)
         self.metrics.ring_slots.set(config.ring_slots)
         self._stop = threading.Event()
@@ -273,6 +274,11 @@ class Pipeline:
                     self.metrics.connected.labels(cam.name).set(1)
                     backoff = initial
                     ended = self._stream(cam)
+                except CameraNodeError as exc:  # a configuration the device refuses: retrying won't help
+                    log.error("camera %s cannot be configured: %s", cam.name, exc)
+                    state["last_error"] = str(exc)
+                    self.fatal_errors.append(f"camera {cam.name}: {exc}")
+                    ended = True
                 except (CameraLostError, CameraError) as exc:
                     if lost_at is None:
                         lost_at = time.monotonic()
@@ -349,7 +355,10 @@ class Pipeline:
             s.close()
         for s in self.sinks:
             self.metrics.sink_dropped.labels(s.name).set(s.health().get("dropped", 0))
-        return self.stats.summary()
+        summary = self.stats.summary()
+        if self.fatal_errors:
+            summary["errors"] = list(self.fatal_errors)
+        return summary
 
     def health(self) -> dict[str, Any]:
         return {

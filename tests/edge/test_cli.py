@@ -56,3 +56,20 @@ def test_config_reference_is_current() -> None:
     doc = Path(__file__).resolve().parents[2] / "docs" / "CONFIG.md"
     stale = "docs/CONFIG.md is stale: run `edge-inspect config reference --out docs/CONFIG.md`"
     assert doc.read_text() == reference(), stale
+
+
+def test_camera_node_the_device_lacks_stops_with_a_clear_error(
+    tmp_path: Path, model_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = tmp_path / "station.yaml"
+    p.write_text(
+        "cameras:\n"
+        "  - type: genicam\n"
+        "    name: top\n"
+        "    node_overrides: {ExposureTimee: 800}\n"
+        f"engine: {{type: onnxruntime, model: {model_path}}}\n"
+        "metrics: {port: 0}\n"
+    )
+    assert main(["run", "-c", str(p), "--no-status"]) == 1
+    err = capsys.readouterr().err
+    assert "ExposureTimee" in err and "camera top" in err
