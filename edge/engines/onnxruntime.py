@@ -17,8 +17,9 @@ import numpy as np
 from pydantic import Field
 
 from edge.engines.base import EngineConfigBase, ModelInfo
+from edge.engines.buffered import BufferedEngine
 from edge.engines.model import read_model_info, resolve_model_path
-from edge.errors import EdgeInspectError, EngineError, EngineUnavailableError
+from edge.errors import EngineError, EngineUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -62,22 +63,18 @@ def default_providers(available: list[str]) -> list[str]:
     return [*chosen, "CPUExecutionProvider"]
 
 
-class OnnxRuntimeEngine:
+class OnnxRuntimeEngine(BufferedEngine[OnnxRuntimeEngineConfig]):
     """An `Engine` over an ONNX Runtime `InferenceSession` with IOBinding."""
 
     runtime = "onnxruntime"
 
     def __init__(self, config: OnnxRuntimeEngineConfig, model_path: Path) -> None:
-        self.config = config
-        self.model_path = Path(model_path)
-        self.info: ModelInfo | None = None
+        super().__init__(config, model_path)
         self.providers: list[str] = []
         self._session: Any = None
         self._binding: Any = None
         self._run_options: Any = None
         self._ort_values: list[Any] = []  # keep the OrtValues (and so the binding) alive
-        self._input: np.ndarray | None = None
-        self._output: np.ndarray | None = None
 
     @property
     def version(self) -> str:
@@ -88,14 +85,8 @@ class OnnxRuntimeEngine:
             return self.info
         ort = _import_ort()
         info = read_model_info(self.model_path, self.config.classes)
-        try:
+        with self._closed_on_failure("onnxruntime"):
             self._open(ort, info)
-        except EdgeInspectError:
-            self.close()
-            raise
-        except Exception as e:
-            self.close()
-            raise EngineError(f"{self.model_path}: onnxruntime could not load the model: {e}") from e
         self.info = dataclasses.replace(info, batch=self.config.batch)
         for _ in range(self.config.warmup):
             self.infer()
@@ -132,7 +123,9 @@ class OnnxRuntimeEngine:
 
         (inp,) = session.get_inputs()
         out = session.get_outputs()[0]
-        shape = self._input_shape(inp.shape, info)
+        shape = self._checked_input_shape(
+            inp.shape, info, batch_advice=" (export the model with that batch, or dynamic)"
+        )
         self._input = np.zeros(shape, dtype=info.input_dtype)
         if all(isinstance(d, int) for d in out.shape):
             out_shape = [int(d) for d in out.shape]
@@ -152,30 +145,10 @@ class OnnxRuntimeEngine:
         self._binding = binding
         self._run_options = ort.RunOptions()
 
-    def _input_shape(self, dims: list[Any], info: ModelInfo) -> tuple[int, int, int, int]:
-        want = (self.config.batch, info.channels, info.input_hw[0], info.input_hw[1])
-        for got, w, what in zip(dims, want, ("batch", "channels", "height", "width"), strict=True):
-            if isinstance(got, int) and got != w:
-                raise EngineError(
-                    f"{self.model_path}: the model's {what} is fixed at {got}, configured {w}"
-                    + (" (export the model with that batch, or dynamic)" if what == "batch" else "")
-                )
-        return want
-
-    def input_buffer(self) -> np.ndarray:
-        if self._input is None:
-            raise EngineError(f"{self.model_path}: engine not loaded")
-        return self._input
-
-    def output_shape(self) -> tuple[int, ...]:
-        if self._output is None:
-            raise EngineError(f"{self.model_path}: engine not loaded")
-        return tuple(self._output.shape)
-
     def infer(self) -> np.ndarray:
         """Run on the input buffer; returns the preallocated output (valid until the next call)."""
         if self._session is None or self._output is None:
-            raise EngineError(f"{self.model_path}: engine not loaded")
+            raise self._not_loaded()
         try:
             self._session.run_with_iobinding(self._binding, self._run_options)
         except Exception as e:

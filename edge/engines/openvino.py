@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import Field
 
 from edge.engines.base import EngineConfigBase, ModelInfo
+from edge.engines.buffered import BufferedEngine
 from edge.engines.model import (
     METADATA_KEYS,
     Dim,
@@ -32,7 +33,7 @@ from edge.engines.model import (
     read_onnx_header,
     resolve_model_path,
 )
-from edge.errors import EdgeInspectError, EngineError, EngineUnavailableError, ModelError
+from edge.errors import EngineError, EngineUnavailableError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -112,20 +113,16 @@ def ir_model_info(path: Path, ov_model: Any, expected_classes: list[str] | None)
     )
 
 
-class OpenVinoEngine:
+class OpenVinoEngine(BufferedEngine[OpenVinoEngineConfig]):
     """An `Engine` over an OpenVINO compiled model with one infer request."""
 
     runtime = "openvino"
 
     def __init__(self, config: OpenVinoEngineConfig, model_path: Path) -> None:
-        self.config = config
-        self.model_path = Path(model_path)
-        self.info: ModelInfo | None = None
+        super().__init__(config, model_path)
         self._compiled: Any = None
         self._request: Any = None
         self._tensors: list[Any] = []
-        self._input: np.ndarray | None = None
-        self._output: np.ndarray | None = None
 
     @property
     def version(self) -> str:
@@ -153,19 +150,13 @@ class OpenVinoEngine:
             raise ModelError(f"{p}: model file not found (or not a file)")
         is_ir = p.suffix.lower() == ".xml"
         info = None if is_ir else read_model_info(p, self.config.classes)
-        try:
+        with self._closed_on_failure("OpenVINO"):
             core = ov.Core()
             model = core.read_model(str(p))
             if is_ir:
                 info = ir_model_info(p, model, self.config.classes)
             assert info is not None
             self._open(ov, core, model, info)
-        except EdgeInspectError:
-            self.close()
-            raise
-        except Exception as e:
-            self.close()
-            raise EngineError(f"{p}: OpenVINO could not load the model: {e}") from e
         self.info = dataclasses.replace(info, batch=self.config.batch)
         for _ in range(self.config.warmup):
             self.infer()
@@ -184,11 +175,8 @@ class OpenVinoEngine:
 
     def _open(self, ov: Any, core: Any, model: Any, info: ModelInfo) -> None:
         cfg = self.config
-        want = [cfg.batch, info.channels, info.input_hw[0], info.input_hw[1]]
         dims = _partial_dims(model.inputs[0].get_partial_shape())
-        for got, w, what in zip(dims, want, ("batch", "channels", "height", "width"), strict=True):
-            if got is not None and got != w:
-                raise EngineError(f"{self.model_path}: the model's {what} is fixed at {got}, configured {w}")
+        want = list(self._checked_input_shape(dims, info))
         if any(d is None for d in dims):
             model.reshape({model.inputs[0].get_any_name(): want})
         compiled = core.compile_model(model, cfg.device, self.compile_properties())
@@ -212,20 +200,10 @@ class OpenVinoEngine:
         self._compiled = compiled
         self._request = request
 
-    def input_buffer(self) -> np.ndarray:
-        if self._input is None:
-            raise EngineError(f"{self.model_path}: engine not loaded")
-        return self._input
-
-    def output_shape(self) -> tuple[int, ...]:
-        if self._output is None:
-            raise EngineError(f"{self.model_path}: engine not loaded")
-        return tuple(self._output.shape)
-
     def infer(self) -> np.ndarray:
         """Run on the input buffer; returns the bound output array (valid until the next call)."""
         if self._request is None or self._output is None:
-            raise EngineError(f"{self.model_path}: engine not loaded")
+            raise self._not_loaded()
         try:
             # synchronous infer releases the GIL; shared outputs: no copies, only small views.
             # (start_async + wait looks leaner but leaks ~120 bytes per call in OpenVINO 2026.4)

@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import Field
 
 from edge.engines.base import EngineConfigBase, ModelInfo
+from edge.engines.buffered import BufferedEngine
 from edge.engines.model import read_model_info, resolve_model_path
 from edge.errors import EdgeInspectError, EngineError, EngineUnavailableError
 
@@ -64,15 +65,13 @@ def plan_file_name(model_id: str, trt_version: str, gpu_name: str, fp16: bool, b
     return f"{model_id}-trt{trt_version}-{gpu}-{'fp16' if fp16 else 'fp32'}-b{batch}.plan"
 
 
-class TensorRtEngine:
+class TensorRtEngine(BufferedEngine[TensorRtEngineConfig]):
     """An `Engine` over a TensorRT execution context with page-locked host buffers."""
 
     runtime = "tensorrt"
 
     def __init__(self, config: TensorRtEngineConfig, model_path: Path) -> None:
-        self.config = config
-        self.model_path = Path(model_path)
-        self.info: ModelInfo | None = None
+        super().__init__(config, model_path)
         self.plan_path: Path | None = None
         self._trt: Any = None
         self._cuda: Any = None
@@ -80,8 +79,6 @@ class TensorRtEngine:
         self._engine: Any = None
         self._context: Any = None
         self._stream: Any = None
-        self._input: np.ndarray | None = None
-        self._output: np.ndarray | None = None
         self._d_input: Any = None
         self._d_output: Any = None
         self._extra: list[Any] = []
@@ -92,7 +89,7 @@ class TensorRtEngine:
         trt, cuda = import_tensorrt()
         self._trt, self._cuda = trt, cuda
         info = read_model_info(self.model_path, self.config.classes)
-        try:
+        with self._closed_on_failure("TensorRT"):
             cuda.init()
             if cuda.Device.count() <= self.config.device:
                 raise EngineUnavailableError(f"no CUDA device {self.config.device} on this host")
@@ -103,12 +100,6 @@ class TensorRtEngine:
                 self._open(trt, cuda, info, dev.name())
             finally:
                 self._ctx.pop()
-        except EdgeInspectError:
-            self.close()
-            raise
-        except Exception as e:
-            self.close()
-            raise EngineError(f"{self.model_path}: TensorRT could not load the model: {e}") from e
         self.info = dataclasses.replace(info, batch=self.config.batch)
         for _ in range(self.config.warmup):
             self.infer()
@@ -145,7 +136,7 @@ class TensorRtEngine:
             else:
                 log.warning("tensorrt: fp16 requested but %s has no fast FP16; building FP32", gpu_name)
         inp = network.get_input(0)
-        shape = (cfg.batch, info.channels, info.input_hw[0], info.input_hw[1])
+        shape = self._configured_input_shape(info)
         if any(d < 0 for d in inp.shape):  # dynamic dims: one fixed-shape optimisation profile
             profile = builder.create_optimization_profile()
             profile.set_shape(inp.name, shape, shape, shape)
@@ -174,7 +165,7 @@ class TensorRtEngine:
         if len(inputs) != 1 or not outputs:
             raise EngineError(f"{self.model_path}: expected one input and an output, got {names}")
         in_name, out_name = inputs[0], outputs[0]
-        in_shape = (self.config.batch, info.channels, info.input_hw[0], info.input_hw[1])
+        in_shape = self._configured_input_shape(info)
         engine_in = tuple(engine.get_tensor_shape(in_name))
         if any(d < 0 for d in engine_in):
             context.set_input_shape(in_name, in_shape)
@@ -202,20 +193,10 @@ class TensorRtEngine:
         self._stream = cuda.Stream()
         self._engine, self._context = engine, context
 
-    def input_buffer(self) -> np.ndarray:
-        if self._input is None:
-            raise EngineError(f"{self.model_path}: engine not loaded")
-        return self._input
-
-    def output_shape(self) -> tuple[int, ...]:
-        if self._output is None:
-            raise EngineError(f"{self.model_path}: engine not loaded")
-        return tuple(self._output.shape)
-
     def infer(self) -> np.ndarray:
         """H2D copy, execute_async_v3, D2H copy, synchronise; returns the page-locked output."""
         if self._context is None or self._output is None:
-            raise EngineError(f"{self.model_path}: engine not loaded")
+            raise self._not_loaded()
         cuda = self._cuda
         self._ctx.push()  # make the context current on the calling (worker) thread
         try:

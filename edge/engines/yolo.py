@@ -269,7 +269,8 @@ class DecodeScratch:
         return cls(int(output_shape[-1]), num_classes)
 
 
-def _single(raw: np.ndarray) -> np.ndarray:
+def single_prediction(raw: np.ndarray) -> np.ndarray:
+    """The rank-2 prediction of a one-item raw output: (1, R, N) -> (R, N); (R, N) as it is."""
     if raw.ndim == 3:
         if raw.shape[0] != 1:
             raise ValueError(f"decode takes one batch item; got output shaped {raw.shape}")
@@ -298,7 +299,7 @@ def decode(
     `end2end`: (1, K, 6) of x1, y1, x2, y2, score, class, already NMS-free; kept if score > conf.
     At most `max_det` detections either way.
     """
-    pred = _single(raw)
+    pred = single_prediction(raw)
     if layout == "end2end":
         return _decode_end2end(pred, conf, geometry, max_det)
     if layout != "anchors":

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from edge.engines.base import Engine, Layout, ModelInfo
-from edge.engines.yolo import MAX_NMS, MAX_WH, LetterboxGeometry
+from edge.engines.yolo import MAX_NMS, MAX_WH, LetterboxGeometry, single_prediction
 from edge.errors import ModelError
 from edge.verdict import Detections
 
@@ -41,8 +41,8 @@ def open_engine(model: Path, threads: int | None = None) -> tuple[Engine, ModelI
 
 
 def _anchors(raw: np.ndarray, num_classes: int) -> np.ndarray:
-    pred = raw[0] if raw.ndim == 3 else raw
-    if pred.ndim != 2 or pred.shape[0] != 4 + num_classes:
+    pred = single_prediction(raw)
+    if pred.shape[0] != 4 + num_classes:
         raise ModelError(f"output shaped {raw.shape} does not fit 4 + {num_classes} classes")
     return pred
 
@@ -96,7 +96,7 @@ def class_max_scores(raw: np.ndarray, *, layout: Layout, num_classes: int) -> np
     """(num_classes,) highest score per class of the single-label decode, 0 where a class never wins."""
     out = np.zeros(num_classes, np.float32)
     if layout == "end2end":
-        rows = (raw[0] if raw.ndim == 3 else raw).reshape(-1, 6)
+        rows = single_prediction(raw).reshape(-1, 6)
         cls = rows[:, 5].astype(np.int64)
         ok = (cls >= 0) & (cls < num_classes)
         np.maximum.at(out, cls[ok], rows[ok, 4].astype(np.float32))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import glob
+import tracemalloc
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from edge.engines.base import Engine
 
 TinyModel = Callable[..., Path]
 
@@ -92,6 +95,26 @@ def tiny_model(tmp_path: Path) -> TinyModel:
         return make_model(tmp_path / f"tiny{next(counter)}.onnx", **kwargs)  # type: ignore[arg-type]
 
     return factory
+
+
+def assert_infer_allocates_nothing(engine: Engine, calls: int = 200) -> None:
+    """`calls` more `infer()`s of a loaded, warmed-up engine grow traced memory by 512 bytes at most."""
+    tracemalloc.start()
+    try:
+        engine.infer()
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(calls):
+            engine.infer()
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert grown <= 512, f"infer() grew traced memory by {grown} bytes over {calls} calls"
+
+
+@pytest.fixture(scope="session")
+def infer_allocates_nothing() -> Callable[[Engine], None]:
+    """`assert_infer_allocates_nothing(engine)`: the steady-state `infer()` allocation check."""
+    return assert_infer_allocates_nothing
 
 
 @pytest.fixture(scope="session")

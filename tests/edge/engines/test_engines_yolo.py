@@ -18,6 +18,7 @@ from edge.engines.yolo import (
     decode,
     letterbox_geometry,
     nms,
+    single_prediction,
 )
 from edge.errors import CameraError, ModelError
 
@@ -389,6 +390,19 @@ def test_decode_rejects_mismatched_shapes() -> None:
         )
     with pytest.raises(ValueError):
         decode(np.zeros((2, 7, 100), np.float32), layout="anchors", num_classes=3, conf=0.25, iou=0.45, geometry=g)
+
+
+def test_single_prediction_takes_the_one_batch_item() -> None:
+    raw = np.arange(2 * 7 * 5, dtype=np.float32).reshape(2, 7, 5)
+    one = raw[:1]
+    assert single_prediction(one).shape == (7, 5) and np.shares_memory(single_prediction(one), raw)  # a view
+    assert single_prediction(raw[0]).shape == (7, 5)
+    with pytest.raises(ValueError, match="one batch item"):
+        single_prediction(raw)
+    with pytest.raises(ModelError, match="rank 2 or 3"):
+        single_prediction(raw[None])
+    with pytest.raises(ModelError, match="rank 2 or 3"):
+        single_prediction(raw.reshape(-1))
 
 
 def test_decoder_reuses_scratch_and_accepts_float16() -> None:
