@@ -83,8 +83,6 @@ class Inspector:
         t1 = time.monotonic_ns()
         raw = self.engine.infer()
         t2 = time.monotonic_ns()
-        if len(frames) == 1:
-            return [WorkResult(decide(self.decode(raw, geometries[0]), self.rules), t0, t1, t2, time.monotonic_ns())]
         out = []
         for i, geometry in enumerate(geometries):
             decision = decide(self.decode(raw[i : i + 1], geometry), self.rules)
