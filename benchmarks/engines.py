@@ -4,9 +4,10 @@ In ONE process, interleaved: every round runs each engine over the same frames, 
 the other (the order rotates from round to round), so drifting machine load hits all engines alike.
 
 - ours, per runtime: `Preprocessor` (letterbox into the engine's input) -> `engine.infer()` ->
-  `Decoder` (decode + NMS + scaling to source pixels): onnxruntime, openvino, openvino-int8 (an
-  NNCF INT8 IR: `--int8`, or produced with `edge.engines.quantize` when nncf is installed) and
-  tensorrt where available.
+  `Decoder` (decode + NMS + scaling to source pixels): onnxruntime, openvino (f32: our default on
+  CPU), openvino-bf16 (the opt-in `precision_hint: bf16`, on CPUs with native bf16 only; it is what
+  OpenVINO, and so Ultralytics, runs by default there), openvino-int8 (an NNCF INT8 IR: `--int8`,
+  or produced with `edge.engines.quantize` when nncf is installed) and tensorrt where available.
 - Ultralytics `YOLO(...).predict(frame)` on the same ONNX (Ultralytics runs it with ONNX Runtime),
   on the same model as an OpenVINO IR (FP32 and INT8; an Ultralytics-style `*_openvino_model/`
   folder made from our files) and on the PyTorch checkpoint (`--pt`, CPU).
@@ -78,6 +79,7 @@ TARGET_INT8_VS_FP32 = 0.5
 SAME_RUNTIME = {
     "onnxruntime": "ultralytics-onnxruntime",
     "openvino": "ultralytics-openvino",
+    "openvino-bf16": "ultralytics-openvino",  # Ultralytics compiles with the device default: bf16 on AMX CPUs
     "openvino-int8": "ultralytics-openvino-int8",
 }
 
@@ -162,7 +164,7 @@ def convert(frame: np.ndarray, color: str) -> np.ndarray:
     return frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
 
 
-def our_config(runtime: str, model: Path, threads: int) -> EngineConfigBase:
+def our_config(runtime: str, model: Path, threads: int, precision: str | None = None) -> EngineConfigBase:
     common: dict[str, Any] = {"model": str(model), "warmup": 3}
     if runtime == "onnxruntime":
         from edge.engines.onnxruntime import OnnxRuntimeEngineConfig
@@ -171,12 +173,21 @@ def our_config(runtime: str, model: Path, threads: int) -> EngineConfigBase:
     if runtime == "openvino":
         from edge.engines.openvino import OpenVinoEngineConfig
 
-        return OpenVinoEngineConfig(**common, device="CPU", num_threads=threads)
+        return OpenVinoEngineConfig(**common, device="CPU", num_threads=threads, precision_hint=precision)
     if runtime == "tensorrt":
         from edge.engines.tensorrt import TensorRtEngineConfig
 
         return TensorRtEngineConfig(**common)
     raise ValueError(runtime)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU computes in bf16 natively (AMX or AVX-512 BF16), so the bf16 row means something."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def int8_model(args: argparse.Namespace, model: Path, skipped: dict[str, str]) -> Path | None:
@@ -437,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     conf, iou, t = args.conf, args.iou, args.threads
     add("onnxruntime", lambda: ours("onnxruntime", our_config("onnxruntime", model, t), conf, iou))
     add("openvino", lambda: ours("openvino", our_config("openvino", model, t), conf, iou))
+    if cpu_has_bf16():  # our default on CPU is f32; bf16 is the opt-in `precision_hint: bf16`
+        add("openvino-bf16", lambda: ours("openvino-bf16", our_config("openvino", model, t, "bf16"), conf, iou))
     int8: Path | None = None
     if wanted is None or wanted & {"openvino-int8", "ultralytics-openvino-int8"}:
         try:

@@ -30,7 +30,7 @@ from edge.errors import EngineError, EngineUnavailableError, ModelError
 log = logging.getLogger(__name__)
 
 RuntimeName = Literal["tensorrt", "openvino", "onnxruntime"]
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: OpenVINO measures f32 on CPU by default (was the device default, bf16 on AMX)
 DEFAULT_CANDIDATES: tuple[RuntimeName, ...] = ("tensorrt", "openvino", "onnxruntime")
 
 _MODULES: dict[str, str] = {"tensorrt": "tensorrt", "openvino": "openvino", "onnxruntime": "onnxruntime"}

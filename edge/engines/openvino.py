@@ -47,8 +47,13 @@ class OpenVinoEngineConfig(EngineConfigBase):
     num_threads: int | None = Field(None, ge=0, description="INFERENCE_NUM_THREADS (unset: all cores).")
     num_streams: int | None = Field(None, ge=1, description="NUM_STREAMS (unset: from the hint).")
     cache_dir: str | None = Field(None, description="Compiled-model cache folder (faster restarts).")
-    precision_hint: Literal["f32", "bf16", "f16"] | None = Field(
-        None, description="INFERENCE_PRECISION_HINT (unset: the device's default)."
+    precision_hint: Literal["f32", "bf16", "f16", "device"] | None = Field(
+        None,
+        description=(
+            "INFERENCE_PRECISION_HINT. Unset: f32 on CPU (the precision the thresholds were "
+            "calibrated at; OpenVINO would otherwise run bf16 on CPUs with AMX and move scores), "
+            "the device's own default elsewhere. 'device': always the device's default."
+        ),
     )
 
     def build(self, base_dir: Path) -> OpenVinoEngine:
@@ -137,8 +142,11 @@ class OpenVinoEngine(BufferedEngine[OpenVinoEngineConfig]):
             props["NUM_STREAMS"] = cfg.num_streams
         if cfg.cache_dir is not None:
             props["CACHE_DIR"] = str(Path(cfg.cache_dir).expanduser())
-        if cfg.precision_hint is not None:
-            props["INFERENCE_PRECISION_HINT"] = cfg.precision_hint
+        precision = cfg.precision_hint
+        if precision is None and cfg.device.upper() == "CPU":
+            precision = "f32"
+        if precision is not None and precision != "device":
+            props["INFERENCE_PRECISION_HINT"] = precision
         return props
 
     def load(self) -> ModelInfo:

@@ -41,6 +41,12 @@ def add_quantize_command(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--split", default="val", help="split of --data to measure on")
     q.add_argument("--out", type=Path, default=None, help="IR .xml to write (default: <model>-int8.xml beside it)")
     q.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET, help="NNCF quantization preset")
+    q.add_argument(
+        "--head-outputs-fp32",
+        action="store_true",
+        help="keep the last 1x1 convolution of each Detect-head branch (box distribution, class logits) in "
+        "floating point too",
+    )
     q.add_argument("--summary-json", type=Path, default=None, help="write the result as JSON here")
     q.add_argument("--threads", type=int, default=None, help="OpenVINO inference threads for the comparison")
     q.add_argument(
@@ -80,7 +86,13 @@ def _quantize(args: argparse.Namespace) -> int:
             data=args.data, split=args.control_split or args.split, max_drop=args.max_recall_drop, part_conf=args.conf
         )
     result = quantize_onnx(
-        args.model, args.calib, out=args.out, calib_count=args.calib_count, preset=args.preset, recall_control=control
+        args.model,
+        args.calib,
+        out=args.out,
+        calib_count=args.calib_count,
+        preset=args.preset,
+        recall_control=control,
+        head_outputs_fp32=args.head_outputs_fp32,
     )
     if args.data is not None:
         accuracy = compare_accuracy(

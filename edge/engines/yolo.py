@@ -76,13 +76,11 @@ class LetterboxGeometry:
         """
         out = boxes if boxes.dtype == np.float32 and boxes.flags.writeable else boxes.astype(np.float32)
         out = out.reshape(-1, 4)
-        xs, ys = out[:, 0::2], out[:, 1::2]
-        xs -= np.float32(self.pad_left)
-        ys -= np.float32(self.pad_top)
-        xs /= np.float32(self.gain_x)
-        ys /= np.float32(self.gain_y)
-        np.clip(xs, 0, self.src_hw[1], out=xs)
-        np.clip(ys, 0, self.src_hw[0], out=ys)
+        # One pass per step over the (n, 4) array with per-column constants (x, y, x, y).
+        out -= np.array((self.pad_left, self.pad_top, self.pad_left, self.pad_top), np.float32)
+        out /= np.array((self.gain_x, self.gain_y, self.gain_x, self.gain_y), np.float32)
+        np.maximum(out, np.float32(0), out=out)
+        np.minimum(out, np.array((self.src_hw[1], self.src_hw[0]) * 2, np.float32), out=out)
         return out
 
 
@@ -230,20 +228,55 @@ class Preprocessor:
 # --------------------------------------------------------------------------------------------
 
 
+NMS_MATRIX_MAX = 1024  # up to this many candidates, NMS works from one pairwise IoU matrix
+
+
 def nms(boxes_xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
     """Greedy NMS: indices of the kept boxes, by descending score (torchvision semantics).
 
-    A box is dropped when its IoU with a higher-scoring kept box is > `iou_threshold`. The loop
-    runs once per *kept* box, each step vectorised over the remaining ones.
+    A box is dropped when its IoU with a higher-scoring kept box is > `iou_threshold` (an
+    undefined IoU, two empty boxes, drops nothing). Up to `NMS_MATRIX_MAX` candidates the IoUs
+    are computed at once as a matrix and the greedy pass only reads its rows; beyond that the
+    loop runs once per *kept* box, each step vectorised over the remaining ones.
     """
     n = int(scores.shape[0])
     if n == 0:
         return np.zeros((0,), np.int64)
     boxes = np.asarray(boxes_xyxy, dtype=np.float32).reshape(n, 4)
+    order = np.argsort(-np.asarray(scores, dtype=np.float32), kind="stable")
+    if n <= NMS_MATRIX_MAX:
+        return _nms_matrix(boxes[order], iou_threshold, order)
+    return _nms_loop(boxes, order, iou_threshold)
+
+
+def _nms_matrix(sorted_boxes: np.ndarray, iou_threshold: float, order: np.ndarray) -> np.ndarray:
+    x1, y1, x2, y2 = (sorted_boxes[:, k] for k in range(4))
+    areas = (x2 - x1) * (y2 - y1)
+    w = np.minimum(x2[:, None], x2[None, :])
+    w -= np.maximum(x1[:, None], x1[None, :])
+    h = np.minimum(y2[:, None], y2[None, :])
+    h -= np.maximum(y1[:, None], y1[None, :])
+    np.maximum(w, 0, out=w)
+    np.maximum(h, 0, out=h)
+    inter = np.multiply(w, h, out=w)
+    union = areas[:, None] + areas[None, :]
+    union -= inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        over = np.divide(inter, union, out=h) > np.float32(iou_threshold)
+    n = int(order.shape[0])
+    removed = np.zeros((n,), np.bool_)
+    keep: list[int] = []
+    for i in range(n):
+        if not removed[i]:
+            keep.append(i)
+            removed |= over[i]
+    return order[np.array(keep, np.int64)]
+
+
+def _nms_loop(boxes: np.ndarray, order: np.ndarray, iou_threshold: float) -> np.ndarray:
     x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
     areas = (x2 - x1) * (y2 - y1)
-    order = np.argsort(-np.asarray(scores, dtype=np.float32), kind="stable")
-    keep = np.empty((n,), np.int64)
+    keep = np.empty((int(order.shape[0]),), np.int64)
     k = 0
     with np.errstate(invalid="ignore", divide="ignore"):
         while order.size:
@@ -259,20 +292,19 @@ def nms(boxes_xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.
             np.maximum(h, 0, out=h)
             inter = w * h
             iou = inter / (areas[i] + areas[rest] - inter)
-            order = rest[iou <= iou_threshold]
+            order = rest[~(iou > iou_threshold)]
     return keep[:k]
 
 
 class DecodeScratch:
     """Preallocated per-anchor arrays for `decode` of an `anchors` output (N anchors, nc classes)."""
 
-    __slots__ = ("num_anchors", "num_classes", "best", "best_cls", "mask")
+    __slots__ = ("num_anchors", "num_classes", "best", "mask")
 
     def __init__(self, num_anchors: int, num_classes: int) -> None:
         self.num_anchors = int(num_anchors)
         self.num_classes = int(num_classes)
         self.best = np.empty((self.num_anchors,), np.float32)
-        self.best_cls = np.empty((self.num_anchors,), np.intp)
         self.mask = np.empty((self.num_anchors,), np.bool_)
 
     @classmethod
@@ -332,19 +364,17 @@ def decode(
     idx = np.flatnonzero(scratch.mask)
     if idx.size == 0:
         return Detections.empty()
-    np.argmax(cls_scores, axis=0, out=scratch.best_cls)
     scores = scratch.best[idx]
-    classes = scratch.best_cls[idx].astype(np.int32)
+    # argmax over the candidates only: a reduction across rows of the whole output is slow.
+    classes = np.argmax(cls_scores[:, idx], axis=0).astype(np.int32)
     if idx.size > MAX_NMS:
         top = np.argsort(-scores, kind="stable")[:MAX_NMS]
         idx, scores, classes = idx[top], scores[top], classes[top]
-    xywh = pred[:4, idx].astype(np.float32)
-    half_w, half_h = xywh[2] / 2, xywh[3] / 2
+    xywh = pred[:4, idx].astype(np.float32).T  # (n, 4) cx, cy, w, h
+    half = xywh[:, 2:] / np.float32(2)
     boxes = np.empty((idx.size, 4), np.float32)
-    boxes[:, 0] = xywh[0] - half_w
-    boxes[:, 1] = xywh[1] - half_h
-    boxes[:, 2] = xywh[0] + half_w
-    boxes[:, 3] = xywh[1] + half_h
+    np.subtract(xywh[:, :2], half, out=boxes[:, :2])
+    np.add(xywh[:, :2], half, out=boxes[:, 2:])
     if agnostic:
         keep = nms(boxes, scores, iou)
     else:

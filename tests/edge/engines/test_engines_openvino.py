@@ -152,3 +152,15 @@ def test_errors(tmp_path: Path, tiny_model: TinyModel) -> None:
         OpenVinoEngineConfig(model="m.onnx", performance_hint="FAST")  # type: ignore[arg-type]
     with pytest.raises(ValidationError):
         OpenVinoEngineConfig(model="m.onnx", precision_hint="int8")  # type: ignore[arg-type]
+
+
+def test_precision_defaults_to_f32_on_cpu_only() -> None:
+    """On AMX CPUs OpenVINO would run an FP32 model in bf16 and move scores past calibration."""
+
+    def props(**kw: object) -> dict[str, object]:
+        return OpenVinoEngineConfig(model="m.onnx", **kw).build(Path(".")).compile_properties()  # type: ignore[arg-type]
+
+    assert props()["INFERENCE_PRECISION_HINT"] == "f32"
+    assert props(precision_hint="bf16")["INFERENCE_PRECISION_HINT"] == "bf16"
+    assert "INFERENCE_PRECISION_HINT" not in props(precision_hint="device")
+    assert "INFERENCE_PRECISION_HINT" not in props(device="GPU")

@@ -75,6 +75,10 @@ def test_head_patterns_leave_branch_convs_quantized() -> None:
     ignored = {n for n in names if re.match(pattern, n)}
     assert ignored == set(names[3:])
     assert yolo_head_ignored_patterns(["/backbone/Conv", "/head/Sigmoid"]) == []
+    # With output_convs, the last 1x1 conv of each branch (box distribution, class logits) too.
+    patterns = yolo_head_ignored_patterns(names, output_convs=True)
+    ignored = {n for n in names if any(re.match(p, n) for p in patterns)}
+    assert ignored == {names[2], *names[3:]}
     assert default_output(Path("m/a.onnx")) == Path("m/a-int8.xml")
 
 

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.engines import yolo
 from edge.engines.base import ModelInfo
 from edge.engines.yolo import (
     MAX_WH,
@@ -239,6 +240,23 @@ def test_nms_matches_reference_on_random_boxes() -> None:
     scores = rng.uniform(0, 1, 300).astype(np.float32)
     for thr in (0.3, 0.5, 0.7):
         assert nms(boxes, scores, thr).tolist() == reference_nms(boxes, scores, thr)
+
+
+@pytest.mark.parametrize("matrix_max", [0, yolo.NMS_MATRIX_MAX])
+def test_nms_matrix_and_loop_paths_agree(monkeypatch: pytest.MonkeyPatch, matrix_max: int) -> None:
+    """Both implementations (IoU matrix for small sets, per-kept-box loop beyond) give the same."""
+    monkeypatch.setattr(yolo, "NMS_MATRIX_MAX", matrix_max)
+    rng = np.random.default_rng(11)
+    xy = rng.uniform(0, 200, (400, 2))
+    wh = rng.uniform(2, 60, (400, 2))
+    boxes = np.concatenate([xy, xy + wh], axis=1).astype(np.float32)
+    scores = rng.uniform(0, 1, 400).astype(np.float32)
+    scores[10:20] = scores[0]  # ties keep index order (stable sort)
+    for thr in (0.1, 0.45, 0.7):
+        assert nms(boxes, scores, thr).tolist() == reference_nms(boxes, scores, thr)
+    # Empty (zero-area) boxes have an undefined IoU with each other: nothing is suppressed.
+    flat = np.array([[5, 5, 5, 5], [5, 5, 5, 5], [0, 0, 10, 10]], np.float32)
+    assert sorted(nms(flat, np.array([0.9, 0.8, 0.7], np.float32), 0.5).tolist()) == [0, 1, 2]
 
 
 # --------------------------------------------------------------------------------------------
