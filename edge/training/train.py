@@ -86,7 +86,9 @@ def train(opts: TrainOptions) -> Path:
             exist_ok=True,
             seed=opts.seed,
             cache=opts.cache,
-            pretrained=False,
+            # A checkpoint as `model` means fine-tune from its weights; a yaml trains from scratch.
+            # (Ultralytics rebuilds the model from its yaml when pretrained is False.)
+            pretrained=str(opts.model).endswith(".pt"),
             plots=False,
             val=opts.val_each_epoch,
             amp=False,
