@@ -1,0 +1,58 @@
+"""`train()` maps its options onto Ultralytics' train call: from scratch, fine-tune, resume.
+
+Ultralytics is not installed in the service environment, so a recording stand-in takes its
+place in `sys.modules`; what is checked is our mapping, not Ultralytics' training.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.training.train import INSPECTION_AUGMENT, TrainOptions, train
+
+
+class RecordingYOLO:
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+
+    def train(self, **kwargs: Any) -> None:
+        RecordingYOLO.calls.append((self.model, kwargs))
+
+
+@pytest.fixture
+def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
+    RecordingYOLO.calls = []
+    fake = types.ModuleType("ultralytics")
+    fake.YOLO = RecordingYOLO  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "ultralytics", fake)
+    return RecordingYOLO.calls
+
+
+def test_yaml_trains_from_scratch_with_inspection_augmentation(recorded: list, tmp_path: Path) -> None:
+    train(TrainOptions(data=tmp_path / "d.yaml", project=tmp_path / "runs", name="a", hours=0.5))
+    ((model, kw),) = recorded
+    assert model == "yolo11n.yaml" and kw["pretrained"] is False and kw["time"] == 0.5
+    assert {k: kw[k] for k in INSPECTION_AUGMENT} == INSPECTION_AUGMENT
+    assert kw["hsv_h"] == kw["hsv_s"] == kw["hsv_v"] == 0.0
+
+
+def test_checkpoint_fine_tunes_from_its_weights(recorded: list, tmp_path: Path) -> None:
+    train(TrainOptions(data=tmp_path / "d.yaml", model="models/x.pt", project=tmp_path / "runs", name="b"))
+    ((model, kw),) = recorded
+    assert model == "models/x.pt" and kw["pretrained"] is True and "resume" not in kw
+
+
+def test_existing_last_checkpoint_resumes(recorded: list, tmp_path: Path) -> None:
+    last = tmp_path / "runs" / "c" / "weights" / "last.pt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"")
+    train(TrainOptions(data=tmp_path / "d.yaml", project=tmp_path / "runs", name="c"))
+    ((model, kw),) = recorded
+    assert model == str(last.resolve()) and kw == {"resume": True}
