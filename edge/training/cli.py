@@ -35,6 +35,22 @@ def _guarded(func: Handler) -> Handler:
     return wrapper
 
 
+def _override(text: str) -> tuple[str, Any]:
+    """KEY=VALUE -> (key, value) with VALUE read as YAML (0.5 -> float, false -> bool, SGD -> str)."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as e:
+        raise argparse.ArgumentTypeError(f"{key}: cannot read value {value!r}: {e}") from e
+    if isinstance(parsed, (dict, list)):
+        raise argparse.ArgumentTypeError(f"{key}: give a single value, got {value!r}")
+    return key.strip(), parsed
+
+
 def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
@@ -75,6 +91,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--project", type=Path, default=Path("build/runs"))
     tr.add_argument("--name", default="pcb")
     tr.add_argument("--export", type=Path, default=None, metavar="OUT.onnx", help="export best to ONNX")
+    tr.add_argument(
+        "--set",
+        dest="overrides",
+        type=_override,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other Ultralytics train argument, e.g. --set mosaic=0 --set lr0=0.0002 (repeatable)",
+    )
     tr.set_defaults(func=_guarded(cmd_train))
 
     ev = subparsers.add_parser("eval", help="measure an ONNX model on a dataset split (onnxruntime)")
@@ -135,6 +160,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         project=args.project,
         name=args.name,
+        overrides=dict(args.overrides),
     )
     if args.epochs is not None:
         opts.epochs = args.epochs

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,9 @@ class TrainOptions:
     seed: int = 0
     cache: str = "ram"
     val_each_epoch: bool = True
+    # Further Ultralytics train arguments (e.g. {"mosaic": 0.0, "lr0": 0.0002} for a short
+    # polishing run); they win over the defaults above and INSPECTION_AUGMENT.
+    overrides: dict[str, Any] = field(default_factory=dict)
 
 
 def _require_ultralytics() -> Any:
@@ -96,6 +99,7 @@ def train(opts: TrainOptions) -> Path:
         )
         if opts.hours is not None:
             kwargs["time"] = opts.hours
+        kwargs.update(opts.overrides)
         model.train(**kwargs)
     best = opts.project.resolve() / opts.name / "weights" / "best.pt"
     return best if best.is_file() else last

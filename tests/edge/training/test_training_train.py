@@ -56,3 +56,19 @@ def test_existing_last_checkpoint_resumes(recorded: list, tmp_path: Path) -> Non
     train(TrainOptions(data=tmp_path / "d.yaml", project=tmp_path / "runs", name="c"))
     ((model, kw),) = recorded
     assert model == str(last.resolve()) and kw == {"resume": True}
+
+
+def test_overrides_win_and_cli_parses_them(recorded: list, tmp_path: Path) -> None:
+    import argparse
+
+    from edge.training.cli import _override
+
+    pairs = [_override(t) for t in ("mosaic=0", "lr0=0.0002", "optimizer=AdamW", "cos_lr=true")]
+    assert pairs == [("mosaic", 0), ("lr0", 0.0002), ("optimizer", "AdamW"), ("cos_lr", True)]
+    for bad in ("mosaic", "=1", "a b=1", "x=[1, 2]"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _override(bad)
+    opts = TrainOptions(data=tmp_path / "d.yaml", project=tmp_path / "runs", name="d", overrides=dict(pairs))
+    train(opts)
+    ((_, kw),) = recorded
+    assert kw["mosaic"] == 0 and kw["lr0"] == 0.0002 and kw["optimizer"] == "AdamW" and kw["cos_lr"] is True
