@@ -6,7 +6,8 @@ that detections agree with `YOLO(model).predict(...)` on the same model and imag
 
 Hot-path rules: `Preprocessor.__call__` allocates nothing in steady state (geometry, padding
 and resize scratch are prepared once per source size); `decode` reuses a `DecodeScratch` for
-the per-anchor work and allocates only arrays the size of the candidate set.
+the per-anchor work and allocates only arrays sized by the candidate set (anchors above the
+confidence threshold; NMS's IoU matrix is n x n for up to `NMS_MATRIX_MAX` of them).
 """
 
 from __future__ import annotations
