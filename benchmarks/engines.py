@@ -183,11 +183,9 @@ def our_config(runtime: str, model: Path, threads: int, precision: str | None = 
 
 def cpu_has_bf16() -> bool:
     """Whether the CPU computes in bf16 natively (AMX or AVX-512 BF16), so the bf16 row means something."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    from edge.engines.auto import cpu_flags
+
+    return bool({"amx_bf16", "avx512_bf16"} & set(cpu_flags()))
 
 
 def int8_model(args: argparse.Namespace, model: Path, skipped: dict[str, str]) -> Path | None:

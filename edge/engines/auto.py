@@ -105,18 +105,22 @@ def cuda_gpu_present() -> bool:
     return gpus.is_dir() and any(gpus.iterdir())
 
 
-def cpu_flags_hash() -> str:
-    """sha256 (16 hex) of the CPU feature flags ('flags', or 'Features' on ARM)."""
-    text = ""
+def cpu_flags() -> list[str]:
+    """The CPU feature flags ('flags', or 'Features' on ARM) from /proc/cpuinfo, sorted; [] if unknown."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
                 key, _, value = line.partition(":")
                 if key.strip() in ("flags", "Features"):
-                    text = " ".join(sorted(value.split()))
-                    break
+                    return sorted(value.split())
     except OSError:
         pass
+    return []
+
+
+def cpu_flags_hash() -> str:
+    """sha256 (16 hex) of the CPU feature flags (of the machine and processor names where unknown)."""
+    text = " ".join(cpu_flags())
     if not text:
         import platform
 
