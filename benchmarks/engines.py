@@ -8,6 +8,10 @@ the other (the order rotates from round to round), so drifting machine load hits
   CPU), openvino-bf16 (the opt-in `precision_hint: bf16`, on CPUs with native bf16 only; it is what
   OpenVINO, and so Ultralytics, runs by default there), openvino-int8 (an NNCF INT8 IR: `--int8`,
   or produced with `edge.engines.quantize` when nncf is installed) and tensorrt where available.
+  These take uint8 pixels and convert them inside the runtime's graph (`fuse_preprocess`, the
+  default); `onnxruntime-float-input` and `openvino-float-input` are the same engines filling the
+  float NCHW tensor in Python instead, so the run shows what fusing the conversion saves. Where
+  it is fused, that conversion counts as inference, not as pre + post + glue: compare full paths.
 - Ultralytics `YOLO(...).predict(frame)` on the same ONNX (Ultralytics runs it with ONNX Runtime),
   on the same model as an OpenVINO IR (FP32 and INT8; an Ultralytics-style `*_openvino_model/`
   folder made from our files) and on the PyTorch checkpoint (`--pt`, CPU).
@@ -59,8 +63,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edge.engines.base import EngineConfigBase  # noqa: E402
+from edge.engines.letterbox import Preprocessor  # noqa: E402
 from edge.engines.model import model_id_of, read_model_info, read_onnx_header  # noqa: E402
-from edge.engines.yolo import Decoder, Preprocessor  # noqa: E402
+from edge.engines.yolo import Decoder  # noqa: E402
 
 log = logging.getLogger("bench.engines")
 
@@ -81,6 +86,8 @@ SAME_RUNTIME = {
     "openvino": "ultralytics-openvino",
     "openvino-bf16": "ultralytics-openvino",  # Ultralytics compiles with the device default: bf16 on AMX CPUs
     "openvino-int8": "ultralytics-openvino-int8",
+    "onnxruntime-float-input": "ultralytics-onnxruntime",
+    "openvino-float-input": "ultralytics-openvino",
 }
 
 
@@ -164,8 +171,12 @@ def convert(frame: np.ndarray, color: str) -> np.ndarray:
     return frame if frame.ndim == 3 else cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
 
 
-def our_config(runtime: str, model: Path, threads: int, precision: str | None = None) -> EngineConfigBase:
+def our_config(
+    runtime: str, model: Path, threads: int, precision: str | None = None, *, fuse: bool = True
+) -> EngineConfigBase:
     common: dict[str, Any] = {"model": str(model), "warmup": 3}
+    if runtime in ("onnxruntime", "openvino"):
+        common["fuse_preprocess"] = fuse
     if runtime == "onnxruntime":
         from edge.engines.onnxruntime import OnnxRuntimeEngineConfig
 
@@ -446,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
     conf, iou, t = args.conf, args.iou, args.threads
     add("onnxruntime", lambda: ours("onnxruntime", our_config("onnxruntime", model, t), conf, iou))
     add("openvino", lambda: ours("openvino", our_config("openvino", model, t), conf, iou))
+    for rt in ("onnxruntime", "openvino"):
+        name = f"{rt}-float-input"
+        add(name, lambda rt=rt, name=name: ours(name, our_config(rt, model, t, fuse=False), conf, iou))
     if cpu_has_bf16():  # our default on CPU is f32; bf16 is the opt-in `precision_hint: bf16`
         add("openvino-bf16", lambda: ours("openvino-bf16", our_config("openvino", model, t, "bf16"), conf, iou))
     int8: Path | None = None

@@ -22,7 +22,8 @@ from cameras.base import Camera, Frame
 from edge.config import PipelineConfig
 from edge.decision import CompiledRules, Decision, decide
 from edge.engines.base import Engine, ModelInfo
-from edge.engines.yolo import Decoder, Preprocessor
+from edge.engines.letterbox import Preprocessor
+from edge.engines.yolo import Decoder
 from edge.errors import CameraError, CameraLostError, CameraNodeError
 from edge.metrics import PipelineMetrics
 from edge.ring import Ring, Slot

@@ -24,13 +24,14 @@ from typing import Any, Literal
 from pydantic import Field
 
 from edge.engines.base import Engine, EngineConfigBase
+from edge.engines.letterbox import padding_value
 from edge.engines.model import file_sha256, resolve_model_path
 from edge.errors import EngineError, EngineUnavailableError, ModelError
 
 log = logging.getLogger(__name__)
 
 RuntimeName = Literal["tensorrt", "openvino", "onnxruntime"]
-CACHE_VERSION = 2  # 2: OpenVINO measures f32 on CPU by default (was the device default, bf16 on AMX)
+CACHE_VERSION = 3  # 2: OpenVINO f32 on CPU by default (was bf16 on AMX); 3: uint8 pixel input (fuse_preprocess)
 DEFAULT_CANDIDATES: tuple[RuntimeName, ...] = ("tensorrt", "openvino", "onnxruntime")
 
 _MODULES: dict[str, str] = {"tensorrt": "tensorrt", "openvino": "openvino", "onnxruntime": "onnxruntime"}
@@ -186,7 +187,8 @@ def probe_engines(engines: dict[str, Engine], iterations: int) -> dict[str, floa
     none always runs right after another's cache-polluting run.
     """
     for engine in engines.values():
-        engine.input_buffer().fill(114 / 255)
+        buffer = engine.input_buffer()
+        buffer.fill(padding_value(buffer.dtype))
     names = list(engines)
     times: dict[str, list[float]] = {n: [] for n in names}
     for i in range(iterations):

@@ -1,8 +1,9 @@
 """The Engine protocol and the model metadata every engine reports.
 
-An engine owns a preallocated input tensor (`input_buffer()`, NCHW) that the shared YOLO
-preprocessing writes into in place, and returns its raw output from `infer()` as an array that
-stays valid until the next call. Pre/post-processing lives in `edge.engines.yolo`, never here.
+An engine owns a preallocated input (`input_buffer()`: the model's float NCHW tensor, or NHWC
+uint8 BGR pixels for an engine that converts them itself) that the shared letterbox writes into
+in place, and returns its raw output from `infer()` as an array that stays valid until the next
+call. Pre/post-processing lives in `edge.engines.letterbox` and `edge.engines.yolo`, never here.
 """
 
 from __future__ import annotations
@@ -62,6 +63,4 @@ class EngineConfigBase(BaseModel):
     max_detections: int = Field(300, ge=1)
     batch: int = Field(1, ge=1, description="Fixed batch size (>1 for multi-camera).")
     warmup: int = Field(3, ge=0, description="Inferences run at load before the first frame.")
-    classes: list[str] | None = Field(
-        None, description="Expected class names; a model that disagrees is refused."
-    )
+    classes: list[str] | None = Field(None, description="Expected class names; a model that disagrees is refused.")

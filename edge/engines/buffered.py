@@ -5,6 +5,10 @@ an output array that `infer()` refills. `BufferedEngine` holds the two arrays, t
 and the "not loaded" error, the check of the configured batch and the model's channels and size
 against the model's fixed input dims, and what a failed load does (close what was opened, and
 wrap an error that is not edge-inspect's own in an `EngineError`).
+
+The input array is either the model's own float (B, C, H, W) tensor, or, where the runtime
+takes over the conversion (`fuse_preprocess`, ONNX Runtime and OpenVINO), a (B, H, W, C) uint8
+buffer of BGR camera pixels; `edge.engines.letterbox.Preprocessor` fills either.
 """
 
 from __future__ import annotations
@@ -23,6 +27,13 @@ from edge.errors import EdgeInspectError, EngineError
 ConfigT = TypeVar("ConfigT", bound=EngineConfigBase)
 
 _INPUT_AXES = ("batch", "channels", "height", "width")
+
+FUSE_PREPROCESS_HELP = (
+    "Feed the runtime the letterboxed uint8 BGR pixels and let it convert them (layout, channel "
+    "swap, float, /255) as the first steps of its graph, instead of numpy filling the float "
+    "NCHW tensor in Python (false). The model sees the same numbers: bit-identical on ONNX "
+    "Runtime, within float rounding on OpenVINO."
+)
 
 
 class BufferedEngine(ABC, Generic[ConfigT]):
@@ -54,6 +65,13 @@ class BufferedEngine(ABC, Generic[ConfigT]):
     def _configured_input_shape(self, info: ModelInfo) -> tuple[int, int, int, int]:
         """(batch, channels, height, width): the configured batch, the model's channels and size."""
         return (self.config.batch, info.channels, info.input_hw[0], info.input_hw[1])
+
+    def _allocate_input(self, shape: tuple[int, int, int, int], dtype: np.dtype, *, pixels: bool) -> np.ndarray:
+        """The input array for a (B, C, H, W) model input: that tensor, or (B, H, W, C) uint8 pixels."""
+        if pixels:
+            b, c, h, w = shape
+            return np.zeros((b, h, w, c), np.uint8)
+        return np.zeros(shape, dtype=dtype)
 
     def _checked_input_shape(
         self, dims: Sequence[object], info: ModelInfo, *, batch_advice: str = ""

@@ -1,9 +1,12 @@
 """ONNX Runtime engine: one session, input and output bound once with IOBinding.
 
-`load()` preallocates the (B, C, H, W) input and the output as numpy arrays and binds them as
-`OrtValue`s over that memory, so `infer()` is one `run_with_iobinding` call that allocates
+`load()` preallocates the input and the output as numpy arrays and binds them as `OrtValue`s
+over that memory, so `infer()` is one `run_with_iobinding` call that allocates
 nothing and fills the same output array every time. A preallocated `RunOptions` is passed on
 purpose: without one, ORT 1.32's `run_with_iobinding` leaks ~120 bytes per call.
+
+With `fuse_preprocess` (the default) the session runs the model with a uint8 pixel input put in
+front of it (`edge.engines.onnx_input`), so the input array is (B, H, W, C) uint8 BGR.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import numpy as np
 from pydantic import Field
 
 from edge.engines.base import EngineConfigBase, ModelInfo
-from edge.engines.buffered import BufferedEngine
+from edge.engines.buffered import FUSE_PREPROCESS_HELP, BufferedEngine
 from edge.engines.model import read_model_info, resolve_model_path
+from edge.engines.onnx_input import with_pixel_input
 from edge.errors import EngineError, EngineUnavailableError
 
 log = logging.getLogger(__name__)
@@ -44,6 +48,7 @@ class OnnxRuntimeEngineConfig(EngineConfigBase):
     )
     inter_op_threads: int | None = Field(None, ge=0, description="Threads across operators.")
     graph_optimization: Literal["all", "extended", "basic", "disable"] = "all"
+    fuse_preprocess: bool = Field(True, description=FUSE_PREPROCESS_HELP)
 
     def build(self, base_dir: Path) -> OnnxRuntimeEngine:
         return OnnxRuntimeEngine(self, resolve_model_path(self.model, base_dir))
@@ -91,12 +96,13 @@ class OnnxRuntimeEngine(BufferedEngine[OnnxRuntimeEngineConfig]):
         for _ in range(self.config.warmup):
             self.infer()
         log.info(
-            "onnxruntime %s loaded %s (id %s) on %s: input %s %s, output %s",
+            "onnxruntime %s loaded %s (id %s) on %s: input %s %s (model %s), output %s",
             ort.__version__,
             self.model_path,
             info.model_id,
             ",".join(self.providers),
             self._input.shape if self._input is not None else None,
+            self._input.dtype if self._input is not None else None,
             info.input_dtype,
             self._output.shape if self._output is not None else None,
         )
@@ -117,18 +123,31 @@ class OnnxRuntimeEngine(BufferedEngine[OnnxRuntimeEngineConfig]):
             raise EngineUnavailableError(
                 f"{self.model_path}: onnxruntime providers {missing} are not available here (available: {available})"
             )
-        session = ort.InferenceSession(str(self.model_path), sess_options=opts, providers=providers)
+        path = str(self.model_path)
+        source: str | bytes = path
+        declared_out: list[Any] | None = None
+        if cfg.fuse_preprocess:
+            import onnx
+
+            fused = with_pixel_input(onnx.load(path), where=path)
+            source = fused.SerializeToString()
+            # the file's declared output dims: from bytes, ORT reports the dims it inferred instead
+            out_dims = fused.graph.output[0].type.tensor_type.shape.dim
+            declared_out = [d.dim_value if d.HasField("dim_value") else None for d in out_dims]
+        session = ort.InferenceSession(source, sess_options=opts, providers=providers)
         self._session = session
         self.providers = list(session.get_providers())
 
         (inp,) = session.get_inputs()
         out = session.get_outputs()[0]
-        shape = self._checked_input_shape(
-            inp.shape, info, batch_advice=" (export the model with that batch, or dynamic)"
-        )
-        self._input = np.zeros(shape, dtype=info.input_dtype)
-        if all(isinstance(d, int) for d in out.shape):
-            out_shape = [int(d) for d in out.shape]
+        output_dims = declared_out if declared_out is not None else list(out.shape)
+        dims = list(inp.shape)
+        if cfg.fuse_preprocess:  # (B, H, W, C) -> (B, C, H, W) for the check
+            dims = [dims[0], dims[3], dims[1], dims[2]]
+        shape = self._checked_input_shape(dims, info, batch_advice=" (export the model with that batch, or dynamic)")
+        self._input = self._allocate_input(shape, info.input_dtype, pixels=cfg.fuse_preprocess)
+        if all(isinstance(d, int) for d in output_dims):
+            out_shape = [int(d) for d in output_dims]
         else:  # dynamic output dims: learn them from one run
             out_shape = [int(d) for d in session.run([out.name], {inp.name: self._input})[0].shape]
         out_dtype = _ORT_TYPES.get(out.type)

@@ -4,6 +4,11 @@ The input tensor is an `ov.Tensor` over a preallocated numpy array (`shared_memo
 the shared preprocessing writes straight into what the plugin reads; the output is bound the
 same way, so `infer()` returns the same array each call, with no copy.
 
+With `fuse_preprocess` (the default) the model gets a uint8 NHWC BGR input through OpenVINO's
+`PrePostProcessor` (convert to float, reverse channels, / 255, to NCHW: compiled into the
+model, where the plugin fuses them into the first layer), so the input array is (B, H, W, C)
+uint8 pixels.
+
 Models: ONNX (metadata from the ONNX header), or OpenVINO IR (`.xml` + `.bin`, e.g. an INT8
 model). For IR the metadata comes from the model's rt_info — section `model_info` (what
 `write_ir_metadata` writes, with Ultralytics' `labels` as a fallback for names), else section
@@ -23,7 +28,7 @@ import numpy as np
 from pydantic import Field
 
 from edge.engines.base import EngineConfigBase, ModelInfo
-from edge.engines.buffered import BufferedEngine
+from edge.engines.buffered import FUSE_PREPROCESS_HELP, BufferedEngine
 from edge.engines.model import (
     METADATA_KEYS,
     Dim,
@@ -55,6 +60,8 @@ class OpenVinoEngineConfig(EngineConfigBase):
             "the device's own default elsewhere. 'device': always the device's default."
         ),
     )
+
+    fuse_preprocess: bool = Field(True, description=FUSE_PREPROCESS_HELP)
 
     def build(self, base_dir: Path) -> OpenVinoEngine:
         return OpenVinoEngine(self, resolve_model_path(self.model, base_dir))
@@ -88,6 +95,20 @@ def _rt_section(ov_model: Any, section: str) -> dict[str, str]:
         out["names"] = repr(out["labels"].split())
     out.pop("labels", None)
     return out
+
+
+def with_pixel_input(ov: Any, ov_model: Any, channels: int) -> Any:
+    """`ov_model` taking (B, H, W, C) uint8 BGR pixels: float, RGB, / 255 and NCHW done inside."""
+    ppp = ov.preprocess.PrePostProcessor(ov_model)
+    inp = ppp.input()
+    inp.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    inp.model().set_layout(ov.Layout("NCHW"))
+    steps = inp.preprocess()
+    steps.convert_element_type()  # to the model's own float type
+    if channels == 3:
+        steps.reverse_channels()
+    steps.scale(255.0)
+    return ppp.build()
 
 
 def _partial_dims(pshape: Any) -> list[Dim]:
@@ -187,10 +208,14 @@ class OpenVinoEngine(BufferedEngine[OpenVinoEngineConfig]):
         want = list(self._checked_input_shape(dims, info))
         if any(d is None for d in dims):
             model.reshape({model.inputs[0].get_any_name(): want})
+        if cfg.fuse_preprocess:
+            model = with_pixel_input(ov, model, info.channels)
         compiled = core.compile_model(model, cfg.device, self.compile_properties())
         request = compiled.create_infer_request()
         c_in, c_out = compiled.inputs[0], compiled.outputs[0]
-        self._input = np.zeros(want, dtype=c_in.get_element_type().to_dtype())
+        self._input = self._allocate_input(
+            (want[0], want[1], want[2], want[3]), c_in.get_element_type().to_dtype(), pixels=cfg.fuse_preprocess
+        )
         in_tensor = ov.Tensor(self._input, shared_memory=True)
         request.set_input_tensor(in_tensor)
         out_shape = [int(d) for d in c_out.get_shape()]

@@ -44,8 +44,8 @@ import cv2
 import numpy as np
 
 from edge.engines.base import ModelInfo
+from edge.engines.letterbox import Preprocessor
 from edge.engines.model import model_id_of, read_model_info, read_onnx_header
-from edge.engines.yolo import Preprocessor
 from edge.errors import DatasetError, EdgeInspectError, EngineUnavailableError, ModelError
 
 log = logging.getLogger(__name__)

@@ -33,7 +33,8 @@ import numpy as np
 import yaml
 
 from edge.engines.base import Engine, ModelInfo
-from edge.engines.yolo import Preprocessor, decode
+from edge.engines.letterbox import Preprocessor
+from edge.engines.yolo import decode
 from edge.errors import DatasetError, EdgeInspectError
 from edge.training.calibrate import Thresholds, load_thresholds, sidecar_path
 from edge.training.partmetrics import (

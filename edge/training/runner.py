@@ -18,7 +18,8 @@ import cv2
 import numpy as np
 
 from edge.engines.base import Engine, Layout, ModelInfo
-from edge.engines.yolo import MAX_NMS, MAX_WH, LetterboxGeometry, single_prediction
+from edge.engines.letterbox import LetterboxGeometry
+from edge.engines.yolo import MAX_NMS, MAX_WH, single_prediction
 from edge.errors import ModelError
 from edge.verdict import Detections
 

@@ -7,9 +7,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.engines.letterbox import Preprocessor
 from edge.engines.model import model_id_of, read_model_info
 from edge.engines.onnxruntime import OnnxRuntimeEngineConfig
-from edge.engines.yolo import Decoder, Preprocessor
+from edge.engines.yolo import Decoder
 from edge.thresholds import load_thresholds, sidecar_path
 from edge.training.dataset import DEEPPCB_CLASSES
 

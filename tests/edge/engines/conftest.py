@@ -117,6 +117,23 @@ def infer_allocates_nothing() -> Callable[[Engine], None]:
     return assert_infer_allocates_nothing
 
 
+def pixels_as_tensor(pixels: np.ndarray) -> np.ndarray:
+    """(B, H, W, C) uint8 BGR pixels -> the (B, C, H, W) float32 RGB / 255 tensor the model sees.
+
+    What an engine with `fuse_preprocess` does inside its graph, written out plainly in numpy.
+    """
+    nchw = pixels.transpose(0, 3, 1, 2)
+    if nchw.shape[1] == 3:
+        nchw = nchw[:, ::-1]
+    return np.ascontiguousarray(nchw.astype(np.float32) / np.float32(255))
+
+
+@pytest.fixture(scope="session")
+def pixels_to_tensor() -> Callable[[np.ndarray], np.ndarray]:
+    """`pixels_as_tensor(pixels)`: a fused engine's uint8 input as the float tensor it becomes."""
+    return pixels_as_tensor
+
+
 @pytest.fixture(scope="session")
 def ultra_metadata() -> Callable[..., dict[str, str]]:
     """`ultralytics_metadata(names, imgsz, **overrides)`: the props Ultralytics writes."""

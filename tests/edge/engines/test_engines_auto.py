@@ -50,7 +50,7 @@ def test_probe_then_cache_then_reprobe_on_new_key(
     first = build_engine(config(model, cache), tmp_path)
     assert len(probes) == 1 and set(probes[0]) == {"openvino", "onnxruntime"}
     assert first.runtime == min(probes[0], key=lambda r: probes[0][r])
-    assert first.input_buffer().shape == (1, 3, 32, 32) and first.infer().shape == (1, 7, 1024)
+    assert first.input_buffer().shape == (1, 32, 32, 3) and first.infer().shape == (1, 7, 1024)  # uint8 pixels
     data = json.loads(cache.read_text())
     (entry,) = data["choices"].values()
     assert entry["runtime"] == first.runtime and set(entry["median_ms"]) == {"openvino", "onnxruntime"}

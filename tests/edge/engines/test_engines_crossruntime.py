@@ -12,9 +12,10 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
 
 from edge.engines.base import EngineConfigBase
+from edge.engines.letterbox import Preprocessor
 from edge.engines.onnxruntime import OnnxRuntimeEngineConfig
 from edge.engines.openvino import OpenVinoEngineConfig
-from edge.engines.yolo import Decoder, Preprocessor
+from edge.engines.yolo import Decoder
 from edge.verdict import Detections
 
 CONF = 0.001  # low on purpose: many detections to compare, whatever the shipped model's training

@@ -18,7 +18,7 @@ def test_build_from_mapping_resolves_relative_model(tiny_model: TinyModel) -> No
     path = tiny_model()
     engine = build_engine({"type": "onnxruntime", "model": path.name, "warmup": 0}, path.parent)
     assert engine.runtime == "onnxruntime"
-    assert engine.input_buffer().shape == (1, 3, 32, 32)
+    assert engine.input_buffer().shape == (1, 32, 32, 3)  # uint8 pixels (fuse_preprocess)
     engine.close()
 
 

@@ -18,6 +18,7 @@ from edge.errors import EngineError, EngineUnavailableError, ModelError
 from edge.registry import engine_registry
 
 TinyModel = Callable[..., Path]
+ToTensor = Callable[[np.ndarray], np.ndarray]
 EngineCheck = Callable[[Engine], None]
 
 
@@ -28,24 +29,33 @@ def reference_run(path: Path, x: np.ndarray) -> np.ndarray:
     return np.asarray(sess.run(None, {sess.get_inputs()[0].name: x})[0])
 
 
-def test_real_model_infer_matches_plain_session(model_path: Path) -> None:
-    cfg = OnnxRuntimeEngineConfig(model=model_path.name, warmup=1, intra_op_threads=2)
+@pytest.mark.parametrize("fuse", [True, False])
+def test_real_model_infer_matches_plain_session(model_path: Path, fuse: bool, pixels_to_tensor: ToTensor) -> None:
+    """Float input: the tensor as given; uint8 pixel input (the default): bit-identical to the
+    plain session on the float tensor those pixels become."""
+    cfg = OnnxRuntimeEngineConfig(model=model_path.name, warmup=1, intra_op_threads=2, fuse_preprocess=fuse)
     engine = build_engine(cfg, model_path.parent)
+    as_tensor = pixels_to_tensor if fuse else np.copy
     try:
         assert isinstance(engine, OnnxRuntimeEngine) and isinstance(engine, Engine)
         info = engine.load()
         assert engine.load() is info  # idempotent
         assert info.num_classes == 6 and info.input_hw == (320, 320)
         buf = engine.input_buffer()
-        assert buf.shape == (1, 3, 320, 320) and buf.dtype == np.float32
-        buf[...] = np.random.default_rng(0).uniform(0, 1, buf.shape).astype(np.float32)
+        rng = np.random.default_rng(0)
+        if fuse:
+            assert buf.shape == (1, 320, 320, 3) and buf.dtype == np.uint8
+            buf[...] = rng.integers(0, 256, buf.shape, dtype=np.uint8)
+        else:
+            assert buf.shape == (1, 3, 320, 320) and buf.dtype == np.float32
+            buf[...] = rng.uniform(0, 1, buf.shape).astype(np.float32)
         out = engine.infer()
         assert out.shape == (1, 10, 2100) and engine.output_shape() == (1, 10, 2100)
-        np.testing.assert_allclose(out, reference_run(model_path, buf.copy()), rtol=1e-5, atol=1e-4)
-        buf[...] = 0.5
+        np.testing.assert_allclose(out, reference_run(model_path, as_tensor(buf)), rtol=1e-5, atol=1e-4)
+        buf[...] = 114 if fuse else 0.5
         again = engine.infer()
         assert again is out  # same preallocated array, refilled
-        np.testing.assert_allclose(again, reference_run(model_path, buf.copy()), rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(again, reference_run(model_path, as_tensor(buf)), rtol=1e-5, atol=1e-4)
         assert engine.providers == ["CPUExecutionProvider"]
     finally:
         engine.close()
@@ -63,17 +73,18 @@ def test_infer_allocates_nothing(tiny_model: TinyModel, infer_allocates_nothing:
         engine.close()
 
 
-def test_dynamic_batch_model_takes_the_configured_batch(tiny_model: TinyModel) -> None:
+def test_dynamic_batch_model_takes_the_configured_batch(tiny_model: TinyModel, pixels_to_tensor: ToTensor) -> None:
     path = tiny_model(batch="N")
     engine = OnnxRuntimeEngineConfig(model=str(path), batch=2, warmup=0).build(Path("."))
     info = engine.load()
     assert info.batch == 2
     buf = engine.input_buffer()
-    assert buf.shape == (2, 3, 32, 32)
-    buf[0], buf[1] = 0.1, 0.9
+    assert buf.shape == (2, 32, 32, 3)
+    buf[0], buf[1] = 25, 230
+    buf[1, :, :, 0] = 7  # blue differs: the channel swap shows
     out = engine.infer()
     assert out.shape == (2, 7, 1024)
-    np.testing.assert_allclose(out[1], reference_run(path, buf[1:2].copy())[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out[1], reference_run(path, pixels_to_tensor(buf[1:2]))[0], rtol=1e-5, atol=1e-5)
     engine.close()
 
 

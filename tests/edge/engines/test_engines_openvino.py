@@ -18,6 +18,7 @@ from edge.engines.openvino import OpenVinoEngine, OpenVinoEngineConfig, write_ir
 from edge.errors import EngineError, ModelError  # noqa: E402
 
 TinyModel = Callable[..., Path]
+ToTensor = Callable[[np.ndarray], np.ndarray]
 Meta = Callable[..., dict[str, str]]
 EngineCheck = Callable[[Engine], None]
 
@@ -40,23 +41,31 @@ def save_ir(onnx_path: Path, xml: Path, metadata: dict[str, str] | None = None, 
     return xml
 
 
-def test_real_model(model_path: Path) -> None:
-    cfg = OpenVinoEngineConfig(model=str(model_path), num_threads=2, warmup=1)
+@pytest.mark.parametrize("fuse", [True, False])
+def test_real_model(model_path: Path, fuse: bool, pixels_to_tensor: ToTensor) -> None:
+    """Float input, or uint8 BGR pixels (the default) converted inside the compiled model."""
+    cfg = OpenVinoEngineConfig(model=str(model_path), num_threads=2, warmup=1, fuse_preprocess=fuse)
     engine = build_engine(cfg, Path("."))
+    as_tensor = pixels_to_tensor if fuse else np.copy
     try:
         assert isinstance(engine, OpenVinoEngine) and isinstance(engine, Engine)
         info = engine.load()
         assert info.names[0] == "open" and info.input_hw == (320, 320) and info.layout == "anchors"
         buf = engine.input_buffer()
-        assert buf.shape == (1, 3, 320, 320) and buf.dtype == np.float32
-        buf[...] = np.random.default_rng(1).uniform(0, 1, buf.shape).astype(np.float32)
+        rng = np.random.default_rng(1)
+        if fuse:
+            assert buf.shape == (1, 320, 320, 3) and buf.dtype == np.uint8
+            buf[...] = rng.integers(0, 256, buf.shape, dtype=np.uint8)
+        else:
+            assert buf.shape == (1, 3, 320, 320) and buf.dtype == np.float32
+            buf[...] = rng.uniform(0, 1, buf.shape).astype(np.float32)
         out = engine.infer()
         assert out.shape == (1, 10, 2100)
-        np.testing.assert_allclose(out, ort_reference(model_path, buf.copy()), rtol=1e-3, atol=2e-3)
-        buf[...] = 0.5  # the tensor shares the buffer's memory: no re-binding needed
+        np.testing.assert_allclose(out, ort_reference(model_path, as_tensor(buf)), rtol=1e-3, atol=2e-3)
+        buf[...] = 114 if fuse else 0.5  # the tensor shares the buffer's memory: no re-binding needed
         again = engine.infer()
         assert again is out
-        np.testing.assert_allclose(again, ort_reference(model_path, buf.copy()), rtol=1e-3, atol=2e-3)
+        np.testing.assert_allclose(again, ort_reference(model_path, as_tensor(buf)), rtol=1e-3, atol=2e-3)
     finally:
         engine.close()
 
@@ -72,7 +81,9 @@ def test_infer_allocates_nothing(tiny_model: TinyModel, infer_allocates_nothing:
         engine.close()
 
 
-def test_compile_properties_and_dynamic_batch(tiny_model: TinyModel, tmp_path: Path) -> None:
+def test_compile_properties_and_dynamic_batch(
+    tiny_model: TinyModel, tmp_path: Path, pixels_to_tensor: ToTensor
+) -> None:
     path = tiny_model(batch="N")
     cfg = OpenVinoEngineConfig(
         model=str(path),
@@ -92,23 +103,28 @@ def test_compile_properties_and_dynamic_batch(tiny_model: TinyModel, tmp_path: P
         "INFERENCE_PRECISION_HINT": "f32",
     }
     info = engine.load()
-    assert info.batch == 2 and engine.input_buffer().shape == (2, 3, 32, 32)
-    engine.input_buffer()[1] = 0.7
+    assert info.batch == 2 and engine.input_buffer().shape == (2, 32, 32, 3)
+    engine.input_buffer()[1] = 180
+    engine.input_buffer()[1, :, :, 2] = 20  # red differs: the channel swap shows
     out = engine.infer()
     assert out.shape == (2, 7, 1024)
-    np.testing.assert_allclose(out[1], ort_reference(path, engine.input_buffer()[1:2].copy())[0], atol=1e-4)
+    np.testing.assert_allclose(out[1], ort_reference(path, pixels_to_tensor(engine.input_buffer()[1:2]))[0], atol=1e-4)
     engine.close()
 
 
-def test_ir_metadata_from_rt_info(tiny_model: TinyModel, ultra_metadata: Meta, tmp_path: Path) -> None:
+def test_ir_metadata_from_rt_info(
+    tiny_model: TinyModel, ultra_metadata: Meta, tmp_path: Path, pixels_to_tensor: ToTensor
+) -> None:
     onnx_path = tiny_model(num_classes=2, metadata={})
     md = ultra_metadata(["scratch", "dent"], (32, 32))
     xml = save_ir(onnx_path, tmp_path / "ir" / "quant.xml", metadata=md)
     engine = OpenVinoEngineConfig(model=str(xml), warmup=0).build(Path("."))
     info = engine.load()
     assert info.names == ("scratch", "dent") and info.path == str(xml)
-    engine.input_buffer()[...] = 0.3
-    np.testing.assert_allclose(engine.infer(), ort_reference(onnx_path, engine.input_buffer().copy()), atol=1e-4)
+    engine.input_buffer()[...] = 77
+    np.testing.assert_allclose(
+        engine.infer(), ort_reference(onnx_path, pixels_to_tensor(engine.input_buffer())), atol=1e-4
+    )
     engine.close()
 
 

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from edge.engines.base import EngineConfigBase
+from edge.engines.letterbox import Preprocessor
 from edge.engines.model import model_id_of
-from edge.engines.yolo import Decoder, Preprocessor
+from edge.engines.yolo import Decoder
 
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "scripts" / "make_golden.py"

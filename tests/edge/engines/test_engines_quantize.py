@@ -175,9 +175,10 @@ def test_int8_ir_runs_in_openvino_engine(quantized: dict[str, Any], model_path: 
     """The INT8 IR loads with class names and finds what the FP32 model finds confidently."""
     import cv2
 
+    from edge.engines.letterbox import Preprocessor
     from edge.engines.model import read_model_info
     from edge.engines.openvino import OpenVinoEngineConfig
-    from edge.engines.yolo import Decoder, Preprocessor
+    from edge.engines.yolo import Decoder
 
     images = defective_demo_images()[:10]
     assert images
@@ -244,5 +245,5 @@ def test_dynamic_batch_stays_dynamic(tiny_model: Any, tmp_path: Path) -> None:
     assert result.ignored_patterns == []  # no Ultralytics head in the stand-in model: all quantized
     engine = OpenVinoEngineConfig(model=str(result.xml), batch=2, warmup=1).build(Path("."))
     info = engine.load()
-    assert engine.input_buffer().shape == (2, 3, 64, 64) and info.names == ("c0", "c1", "c2")
+    assert engine.input_buffer().shape == (2, 64, 64, 3) and info.names == ("c0", "c1", "c2")
     engine.close()

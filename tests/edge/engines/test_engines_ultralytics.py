@@ -70,9 +70,10 @@ def test_parity_with_our_pipeline(runtime: str, model_path: Path) -> None:
     """
     pytest.importorskip("ultralytics")
     pytest.importorskip(runtime)
+    from edge.engines.letterbox import Preprocessor
     from edge.engines.onnxruntime import OnnxRuntimeEngineConfig
     from edge.engines.openvino import OpenVinoEngineConfig
-    from edge.engines.yolo import Decoder, Preprocessor
+    from edge.engines.yolo import Decoder
 
     mg = load_make_golden()
     iou = 0.7
