@@ -17,7 +17,7 @@ and resize scratch are prepared once per source size).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -54,6 +54,21 @@ class LetterboxGeometry:
     new_hw: tuple[int, int]
     pad_top: int
     pad_left: int
+    # per-column (x, y, x, y) constants of `to_source`, made once per geometry, not per frame
+    _offset: np.ndarray = field(init=False, repr=False, compare=False)
+    _gain: np.ndarray = field(init=False, repr=False, compare=False)
+    _limit: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        gx, gy = self.new_hw[1] / self.src_hw[1], self.new_hw[0] / self.src_hw[0]
+        for name, value in (
+            ("_offset", (self.pad_left, self.pad_top) * 2),
+            ("_gain", (gx, gy) * 2),
+            ("_limit", (self.src_hw[1], self.src_hw[0]) * 2),
+        ):
+            array = np.array(value, np.float32)
+            array.flags.writeable = False
+            object.__setattr__(self, name, array)
 
     @property
     def gain_x(self) -> float:
@@ -85,10 +100,10 @@ class LetterboxGeometry:
         out = boxes if boxes.dtype == np.float32 and boxes.flags.writeable else boxes.astype(np.float32)
         out = out.reshape(-1, 4)
         # One pass per step over the (n, 4) array with per-column constants (x, y, x, y).
-        out -= np.array((self.pad_left, self.pad_top, self.pad_left, self.pad_top), np.float32)
-        out /= np.array((self.gain_x, self.gain_y, self.gain_x, self.gain_y), np.float32)
+        out -= self._offset
+        out /= self._gain
         np.maximum(out, np.float32(0), out=out)
-        np.minimum(out, np.array((self.src_hw[1], self.src_hw[0]) * 2, np.float32), out=out)
+        np.minimum(out, self._limit, out=out)
         return out
 
 
