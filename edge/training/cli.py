@@ -87,6 +87,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     length.add_argument("--hours", type=float, default=None, help="train for this long instead")
     tr.add_argument("--batch", type=int, default=16)
     tr.add_argument("--workers", type=int, default=2)
+    tr.add_argument("--threads", type=int, default=None, help="torch threads on the CPU (default: every core)")
     tr.add_argument("--device", default="cpu")
     tr.add_argument("--project", type=Path, default=Path("build/runs"))
     tr.add_argument("--name", default="pcb")
@@ -157,6 +158,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         hours=args.hours,
         batch=args.batch,
         workers=args.workers,
+        threads=args.threads,
         device=args.device,
         project=args.project,
         name=args.name,

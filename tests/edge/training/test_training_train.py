@@ -13,14 +13,18 @@ from typing import Any
 
 import pytest
 
-from edge.training.train import INSPECTION_AUGMENT, TrainOptions, train
+from edge.training.train import INSPECTION_AUGMENT, PIN_THREADS_EVENTS, TrainOptions, train
 
 
 class RecordingYOLO:
     calls: list[tuple[str, dict[str, Any]]] = []
+    callbacks: dict[str, list[Any]] = {}
 
     def __init__(self, model: str) -> None:
         self.model = model
+
+    def add_callback(self, event: str, func: Any) -> None:
+        RecordingYOLO.callbacks.setdefault(event, []).append(func)
 
     def train(self, **kwargs: Any) -> None:
         RecordingYOLO.calls.append((self.model, kwargs))
@@ -29,6 +33,7 @@ class RecordingYOLO:
 @pytest.fixture
 def recorded(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
     RecordingYOLO.calls = []
+    RecordingYOLO.callbacks = {}
     fake = types.ModuleType("ultralytics")
     fake.YOLO = RecordingYOLO  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "ultralytics", fake)
@@ -72,3 +77,25 @@ def test_overrides_win_and_cli_parses_them(recorded: list, tmp_path: Path) -> No
     train(opts)
     ((_, kw),) = recorded
     assert kw["mosaic"] == 0 and kw["lr0"] == 0.0002 and kw["optimizer"] == "AdamW" and kw["cos_lr"] is True
+
+
+def test_cpu_training_uses_every_core_not_ultralytics_cpu_count_minus_one(
+    recorded: list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ultralytics resets torch to cpu_count - 1 threads; our callbacks set the asked number again."""
+    state = {"threads": 1}
+    fake_torch = types.ModuleType("torch")
+    fake_torch.get_num_threads = lambda: state["threads"]  # type: ignore[attr-defined]
+    fake_torch.set_num_threads = lambda n: state.update(threads=n)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    train(TrainOptions(data=tmp_path / "d.yaml", project=tmp_path / "runs", name="e"))
+    assert set(RecordingYOLO.callbacks) == set(PIN_THREADS_EVENTS)
+    for event in PIN_THREADS_EVENTS:
+        state["threads"] = 1  # what Ultralytics' select_device leaves on a 2-core host
+        (pin,) = RecordingYOLO.callbacks[event]
+        pin(object())
+        assert state["threads"] == 2
+    RecordingYOLO.callbacks = {}
+    train(TrainOptions(data=tmp_path / "d.yaml", project=tmp_path / "runs", name="f", threads=1, device="0"))
+    assert RecordingYOLO.callbacks == {}  # a GPU run: torch's CPU threads are left alone
