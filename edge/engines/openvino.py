@@ -6,8 +6,8 @@ same way, so `infer()` returns the same array each call, with no copy.
 
 With `fuse_preprocess` (the default) the model gets a uint8 NHWC BGR input through OpenVINO's
 `PrePostProcessor` (convert to float, reverse channels, / 255, to NCHW: compiled into the
-model, where the plugin fuses them into the first layer), so the input array is (B, H, W, C)
-uint8 pixels.
+model as a transpose and one fused elementwise kernel before the first convolution), so the
+input array is (B, H, W, C) uint8 pixels.
 
 Models: ONNX (metadata from the ONNX header), or OpenVINO IR (`.xml` + `.bin`, e.g. an INT8
 model). For IR the metadata comes from the model's rt_info — section `model_info` (what
