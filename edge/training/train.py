@@ -138,6 +138,7 @@ def export_onnx(checkpoint: Path, out: Path, imgsz: int, half: bool = False) -> 
     model = ultralytics.YOLO(str(checkpoint))
     produced = Path(model.export(format="onnx", imgsz=imgsz, opset=17, simplify=True, dynamic=False, half=half))
     out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(produced, out)
+    if produced.resolve() != out.resolve():  # Ultralytics writes it beside the checkpoint
+        shutil.copyfile(produced, out)
     log.info("exported %s -> %s", checkpoint, out)
     return out

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from edge.training.train import INSPECTION_AUGMENT, PIN_THREADS_EVENTS, TrainOptions, train
+from edge.training.train import INSPECTION_AUGMENT, PIN_THREADS_EVENTS, TrainOptions, export_onnx, train
 
 
 class RecordingYOLO:
@@ -28,6 +28,13 @@ class RecordingYOLO:
 
     def train(self, **kwargs: Any) -> None:
         RecordingYOLO.calls.append((self.model, kwargs))
+
+    def export(self, **kwargs: Any) -> str:
+        """Like Ultralytics: writes <checkpoint stem>.onnx beside the checkpoint, returns its path."""
+        RecordingYOLO.calls.append((self.model, {"export": kwargs}))
+        produced = Path(self.model).with_suffix(".onnx")
+        produced.write_bytes(b"onnx")
+        return str(produced)
 
 
 @pytest.fixture
@@ -99,3 +106,13 @@ def test_cpu_training_uses_every_core_not_ultralytics_cpu_count_minus_one(
     RecordingYOLO.callbacks = {}
     train(TrainOptions(data=tmp_path / "d.yaml", project=tmp_path / "runs", name="f", threads=1, device="0"))
     assert RecordingYOLO.callbacks == {}  # a GPU run: torch's CPU threads are left alone
+
+
+def test_export_copies_to_out_or_leaves_it_where_ultralytics_wrote_it(recorded: list, tmp_path: Path) -> None:
+    ckpt = tmp_path / "m.pt"
+    ckpt.write_bytes(b"")
+    out = export_onnx(ckpt, tmp_path / "models" / "mine.onnx", 320)
+    assert out.read_bytes() == b"onnx"
+    ((_, kw),) = recorded
+    assert kw["export"]["imgsz"] == 320 and kw["export"]["format"] == "onnx" and kw["export"]["dynamic"] is False
+    assert export_onnx(ckpt, tmp_path / "m.onnx", 320) == tmp_path / "m.onnx"  # the same file: no copy onto itself
