@@ -28,7 +28,8 @@ pre/post-processing for every Ultralytics entry) through `torch.set_num_threads`
 
 Per engine: p50/p99 ms of the full path, of inference alone, and of everything else (pre + post +
 glue = full - inference; for Ultralytics, inference is what it reports in `Results.speed`). Ratios
-of ours to Ultralytics on the same runtime and to Ultralytics' PyTorch CPU predict. Targets
+of ours to Ultralytics on the same runtime and to Ultralytics' PyTorch CPU predict, over all
+frames, and round by round (median, min, max) to show how much the machine's noise moves them. Targets
 (issue #4): our onnxruntime full path <= 0.85x Ultralytics on onnxruntime and <= 0.5x Ultralytics
 PyTorch; our pre+post+glue p50 <= 1 ms; INT8 full path <= 0.5x our FP32 openvino with part recall
 on the validation split unchanged. Writes benchmarks/results/engines.json and engines.png.
@@ -345,6 +346,15 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 4) if a is not None and b else None
 
 
+def round_ratios(a: list[float], b: list[float]) -> dict[str, Any] | None:
+    """Round-by-round ratios of two engines' p50s (each pair measured minutes apart at most):
+    their median and spread say how far machine noise could move the overall ratio."""
+    if not a or len(a) != len(b):
+        return None
+    r = [x / y for x, y in zip(a, b, strict=True) if y]
+    return {"median": round(float(np.median(r)), 4), "min": round(min(r), 4), "max": round(max(r), 4)}
+
+
 def target(name: str, value: float | None, limit: float, what: str, extra: bool | None = True) -> dict[str, Any]:
     """met: False when over the limit or `extra` is False; None when a figure is missing."""
     if value is None:
@@ -541,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     engines = {b.name: summarize(b) for b in benches}
     full50: dict[str, float | None] = {name: ent["full_ms"]["p50"] for name, ent in engines.items()}
     ratios: dict[str, dict[str, Any]] = {}
+    rounds = {name: ent["round_full_p50_ms"] for name, ent in engines.items()}
     for name, ent in engines.items():
         if ent["kind"] != "ours":
             continue
@@ -549,6 +560,12 @@ def main(argv: list[str] | None = None) -> int:
             "vs_ultralytics_same_runtime": ratio(full50[name], full50.get(same)) if same else None,
             "same_runtime_entry": same if same in full50 else None,
             "vs_ultralytics_pytorch": ratio(full50[name], full50.get("ultralytics-pytorch")),
+            "by_round_vs_ultralytics_same_runtime": round_ratios(rounds[name], rounds[same])
+            if same in rounds
+            else None,
+            "by_round_vs_ultralytics_pytorch": round_ratios(rounds[name], rounds["ultralytics-pytorch"])
+            if "ultralytics-pytorch" in rounds
+            else None,
         }
 
     accuracy: dict[str, Any] | None = None
@@ -651,6 +668,15 @@ def report(doc: dict[str, Any], json_path: Path, png: Path | None) -> None:
         )
     for n, reason in doc["skipped"].items():
         print(f"{n:28s} skipped: {reason}")
+    print("\nratios of full-path p50s: all frames (by round: median, min-max)")
+    for n, r in doc["ratios"].items():
+        parts = []
+        for key, label in (("same_runtime", "vs Ultralytics same runtime"), ("pytorch", "vs Ultralytics PyTorch")):
+            overall, by_round = r[f"vs_ultralytics_{key}"], r[f"by_round_vs_ultralytics_{key}"]
+            if overall is not None:
+                spread = f" ({by_round['median']}, {by_round['min']}-{by_round['max']})" if by_round else ""
+                parts.append(f"{label} {overall}{spread}")
+        print(f"  {n:26s} " + "; ".join(parts))
     print("\ntargets:")
     for t in doc["targets"]:
         state = {True: "MET", False: "NOT MET", None: "n/a"}[t["met"]]
