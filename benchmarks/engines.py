@@ -429,6 +429,12 @@ def main(argv: list[str] | None = None) -> int:
         help="frames as BGR (colour camera) or mono, for every engine",
     )
     ap.add_argument("--engines", default=None, help="comma-separated subset of engine names to run")
+    ap.add_argument(
+        "--reload",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="load each engine for its block only (default), or keep every engine loaded throughout",
+    )
     ap.add_argument("--conf", type=float, default=0.25)
     ap.add_argument("--iou", type=float, default=0.7)
     ap.add_argument("--out", type=Path, default=OUT, help="folder for engines.json and engines.png")
@@ -450,12 +456,17 @@ def main(argv: list[str] | None = None) -> int:
     wanted = set(args.engines.split(",")) if args.engines else None
     skipped: dict[str, str] = {}
     benches: list[Bench] = []
+    makers: dict[str, Callable[[], Bench]] = {}
 
     def add(name: str, make: Callable[[], Bench]) -> None:
         if wanted is not None and name not in wanted:
             return
         try:
-            benches.append(make())
+            bench = make()
+            benches.append(bench)
+            makers[name] = make
+            if args.reload:
+                bench.close()
             log.info("loaded %s", name)
         except ImportError as e:
             skipped[name] = f"not installed: {e}"
@@ -518,10 +529,17 @@ def main(argv: list[str] | None = None) -> int:
     if not benches:
         raise SystemExit(f"no engine could be loaded: {skipped}")
 
-    # warm-up, then interleaved rounds
-    for b in benches:
+    def warm(b: Bench) -> Bench:
         for i in range(args.warmup):
             b.step(frames[i % len(frames)])
+        return b
+
+    # warm-up, then interleaved rounds. With --reload (the default) each engine is loaded for its
+    # block and closed after it: several OpenVINO compiled models alive in one process slowed some
+    # of them by up to 1.6x, persistently, whichever runtime wrapped them (build/u8/ovorder2.py).
+    if not args.reload:
+        for b in benches:
+            warm(b)
     log.info("timing %s: %d rounds x %d frames", [b.name for b in benches], args.rounds, len(frames))
     gc.collect()
     gc.disable()  # a collection inside one engine's block would be charged to it
@@ -529,24 +547,33 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(args.rounds):
             k = r % len(benches)
             for b in benches[k:] + benches[:k]:
+                live = warm(makers[b.name]()) if args.reload else b
                 start = len(b.full)
                 for frame in frames:
-                    full_ms, infer_ms, n = b.step(frame)
+                    full_ms, infer_ms, n = live.step(frame)
                     b.full.append(full_ms)
                     b.infer.append(infer_ms)
                     b.dets.append(n)
                 b.round_p50.append(float(np.percentile(b.full[start:], 50)))
+                if args.reload:
+                    live.close()
+                    del live
+                    gc.collect()
             gc.collect()
             log.info("round %d/%d: %s", r + 1, args.rounds, {b.name: round(b.round_p50[-1], 2) for b in benches})
     finally:
         gc.enable()
     load_end = os.getloadavg()
     isolated = None
-    for b in benches:
-        if b.kind == "ours" and isolated is None:
-            isolated = isolated_pre_post(b, frames)
-    for b in benches:
-        b.close()
+    first_ours = next((b for b in benches if b.kind == "ours"), None)
+    if first_ours is not None:
+        live = makers[first_ours.name]() if args.reload else first_ours
+        isolated = isolated_pre_post(live, frames)
+        if args.reload:
+            live.close()
+    if not args.reload:
+        for b in benches:
+            b.close()
 
     engines = {b.name: summarize(b) for b in benches}
     full50: dict[str, float | None] = {name: ent["full_ms"]["p50"] for name, ent in engines.items()}
@@ -632,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
             "dtype": f"uint8 {'BGR' if args.color == 'bgr' else 'mono'}",
         },
         "rounds": args.rounds,
+        "reload": args.reload,
         "warmup": args.warmup,
         "conf": conf,
         "iou": iou,
