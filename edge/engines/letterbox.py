@@ -61,10 +61,9 @@ class LetterboxGeometry:
     _limit: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        gx, gy = self.new_hw[1] / self.src_hw[1], self.new_hw[0] / self.src_hw[0]
         for name, value in (
             ("_offset", (self.pad_left, self.pad_top) * 2),
-            ("_gain", (gx, gy) * 2),
+            ("_gain", (self.gain_x, self.gain_y) * 2),
             ("_limit", (self.src_hw[1], self.src_hw[0]) * 2),
         ):
             array = np.array(value, np.float32)

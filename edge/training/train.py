@@ -92,18 +92,14 @@ def train(opts: TrainOptions) -> Path:
     os.environ.setdefault("YOLO_OFFLINE", "1")
     last = opts.project.resolve() / opts.name / "weights" / "last.pt"
     threads = opts.threads or os.cpu_count() or 1
+    kwargs: dict[str, Any]
     if last.is_file():
         log.info("resuming from %s", last)
         model = ultralytics.YOLO(str(last))
-        if opts.device == "cpu":
-            pin_cpu_threads(model, threads)
-        model.train(resume=True)
+        kwargs = {"resume": True}
     else:
         model = ultralytics.YOLO(opts.model)
-        if opts.device == "cpu":
-            pin_cpu_threads(model, threads)
-            log.info("training on the CPU with %d torch threads", threads)
-        kwargs: dict[str, Any] = dict(INSPECTION_AUGMENT)
+        kwargs = dict(INSPECTION_AUGMENT)
         kwargs.update(
             data=str(opts.data.resolve()),
             imgsz=opts.imgsz,
@@ -127,7 +123,10 @@ def train(opts: TrainOptions) -> Path:
         if opts.hours is not None:
             kwargs["time"] = opts.hours
         kwargs.update(opts.overrides)
-        model.train(**kwargs)
+    if opts.device == "cpu":
+        pin_cpu_threads(model, threads)
+        log.info("training on the CPU with %d torch threads", threads)
+    model.train(**kwargs)
     best = opts.project.resolve() / opts.name / "weights" / "best.pt"
     return best if best.is_file() else last
 
