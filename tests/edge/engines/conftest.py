@@ -128,6 +128,21 @@ def pixels_as_tensor(pixels: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(nchw.astype(np.float32) / np.float32(255))
 
 
+def fill_random(buffer: np.ndarray, seed: int) -> None:
+    """Random input of the buffer's kind: uint8 pixels 0..255, or a float tensor in [0, 1)."""
+    rng = np.random.default_rng(seed)
+    if buffer.dtype == np.uint8:
+        buffer[...] = rng.integers(0, 256, buffer.shape, dtype=np.uint8)
+    else:
+        buffer[...] = rng.uniform(0, 1, buffer.shape).astype(buffer.dtype)
+
+
+@pytest.fixture(scope="session")
+def random_input() -> Callable[[np.ndarray, int], None]:
+    """`fill_random(buffer, seed)`: random engine input, pixels or float tensor by the buffer's dtype."""
+    return fill_random
+
+
 @pytest.fixture(scope="session")
 def pixels_to_tensor() -> Callable[[np.ndarray], np.ndarray]:
     """`pixels_as_tensor(pixels)`: a fused engine's uint8 input as the float tensor it becomes."""

@@ -19,6 +19,7 @@ from edge.registry import engine_registry
 
 TinyModel = Callable[..., Path]
 ToTensor = Callable[[np.ndarray], np.ndarray]
+Fill = Callable[[np.ndarray, int], None]
 EngineCheck = Callable[[Engine], None]
 
 
@@ -30,7 +31,9 @@ def reference_run(path: Path, x: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("fuse", [True, False])
-def test_real_model_infer_matches_plain_session(model_path: Path, fuse: bool, pixels_to_tensor: ToTensor) -> None:
+def test_real_model_infer_matches_plain_session(
+    model_path: Path, fuse: bool, pixels_to_tensor: ToTensor, random_input: Fill
+) -> None:
     """Float input: the tensor as given; uint8 pixel input (the default): bit-identical to the
     plain session on the float tensor those pixels become."""
     cfg = OnnxRuntimeEngineConfig(model=model_path.name, warmup=1, intra_op_threads=2, fuse_preprocess=fuse)
@@ -42,13 +45,11 @@ def test_real_model_infer_matches_plain_session(model_path: Path, fuse: bool, pi
         assert engine.load() is info  # idempotent
         assert info.num_classes == 6 and info.input_hw == (320, 320)
         buf = engine.input_buffer()
-        rng = np.random.default_rng(0)
         if fuse:
             assert buf.shape == (1, 320, 320, 3) and buf.dtype == np.uint8
-            buf[...] = rng.integers(0, 256, buf.shape, dtype=np.uint8)
         else:
             assert buf.shape == (1, 3, 320, 320) and buf.dtype == np.float32
-            buf[...] = rng.uniform(0, 1, buf.shape).astype(np.float32)
+        random_input(buf, 0)
         out = engine.infer()
         assert out.shape == (1, 10, 2100) and engine.output_shape() == (1, 10, 2100)
         np.testing.assert_allclose(out, reference_run(model_path, as_tensor(buf)), rtol=1e-5, atol=1e-4)

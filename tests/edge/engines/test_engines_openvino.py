@@ -19,6 +19,7 @@ from edge.errors import EngineError, ModelError  # noqa: E402
 
 TinyModel = Callable[..., Path]
 ToTensor = Callable[[np.ndarray], np.ndarray]
+Fill = Callable[[np.ndarray, int], None]
 Meta = Callable[..., dict[str, str]]
 EngineCheck = Callable[[Engine], None]
 
@@ -42,7 +43,7 @@ def save_ir(onnx_path: Path, xml: Path, metadata: dict[str, str] | None = None, 
 
 
 @pytest.mark.parametrize("fuse", [True, False])
-def test_real_model(model_path: Path, fuse: bool, pixels_to_tensor: ToTensor) -> None:
+def test_real_model(model_path: Path, fuse: bool, pixels_to_tensor: ToTensor, random_input: Fill) -> None:
     """Float input, or uint8 BGR pixels (the default) converted inside the compiled model."""
     cfg = OpenVinoEngineConfig(model=str(model_path), num_threads=2, warmup=1, fuse_preprocess=fuse)
     engine = build_engine(cfg, Path("."))
@@ -52,13 +53,11 @@ def test_real_model(model_path: Path, fuse: bool, pixels_to_tensor: ToTensor) ->
         info = engine.load()
         assert info.names[0] == "open" and info.input_hw == (320, 320) and info.layout == "anchors"
         buf = engine.input_buffer()
-        rng = np.random.default_rng(1)
         if fuse:
             assert buf.shape == (1, 320, 320, 3) and buf.dtype == np.uint8
-            buf[...] = rng.integers(0, 256, buf.shape, dtype=np.uint8)
         else:
             assert buf.shape == (1, 3, 320, 320) and buf.dtype == np.float32
-            buf[...] = rng.uniform(0, 1, buf.shape).astype(np.float32)
+        random_input(buf, 1)
         out = engine.infer()
         assert out.shape == (1, 10, 2100)
         np.testing.assert_allclose(out, ort_reference(model_path, as_tensor(buf)), rtol=1e-3, atol=2e-3)
