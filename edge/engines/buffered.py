@@ -7,7 +7,7 @@ against the model's fixed input dims, and what a failed load does (close what wa
 wrap an error that is not edge-inspect's own in an `EngineError`).
 
 The input array is either the model's own float (B, C, H, W) tensor, or, where the runtime
-takes over the conversion (`fuse_preprocess`, ONNX Runtime and OpenVINO), a (B, H, W, C) uint8
+takes over the conversion (`fuse_preprocess`: ONNX Runtime, OpenVINO, TensorRT), a (B, H, W, C) uint8
 buffer of BGR camera pixels; `edge.engines.letterbox.Preprocessor` fills either.
 """
 

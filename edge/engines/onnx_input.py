@@ -10,6 +10,10 @@ Transposing and swapping channels on bytes before the cast moves a quarter of th
 division is the same float32 division the float path does, so the model sees bit-identical
 numbers (tested). ONNX Runtime runs these nodes multithreaded, faster than numpy's strided
 divide in Python.
+
+TensorRT takes a uint8 network input only into a Cast (UINT8 is an I/O type there, not one its
+layers compute in), so `cast_first=True` orders the nodes Cast, Transpose, Gather, Div: the same
+numbers, since moving bytes or floats around is exact.
 """
 
 from __future__ import annotations
@@ -36,11 +40,12 @@ def _graph_inputs(graph: Any) -> list[Any]:
     return [i for i in graph.input if i.name not in initializers]
 
 
-def with_pixel_input(model: Any, *, where: str = "model") -> Any:
+def with_pixel_input(model: Any, *, where: str = "model", cast_first: bool = False) -> Any:
     """A copy of `model` (an `onnx.ModelProto`) that takes (B, H, W, C) uint8 BGR pixels.
 
     C is the model's channel count (1 or 3; a 1-channel model gets no channel swap). The input
     is named `PIXEL_INPUT`; the batch, height and width dims are the model's (fixed or named).
+    `cast_first` converts the bytes to float before reordering them (for TensorRT).
     Raises ModelError for a model that does not take one float (B, C, H, W) tensor.
     """
     onnx = _onnx()
@@ -76,15 +81,26 @@ def with_pixel_input(model: Any, *, where: str = "model") -> Any:
     scale = helper.make_tensor(
         _PREFIX + "255", tensor_type.elem_type, [], np.asarray([255.0], dtype).tobytes(), raw=True
     )
-    nodes = [helper.make_node("Transpose", [PIXEL_INPUT], [_PREFIX + "nchw"], perm=[0, 3, 1, 2])]
+    nodes: list[Any] = []
+    last = PIXEL_INPUT
+
+    def cast() -> None:
+        nonlocal last
+        nodes.append(helper.make_node("Cast", [last], [_PREFIX + "float"], to=tensor_type.elem_type))
+        last = _PREFIX + "float"
+
+    if cast_first:
+        cast()
+    nodes.append(helper.make_node("Transpose", [last], [_PREFIX + "nchw"], perm=[0, 3, 1, 2]))
     last = _PREFIX + "nchw"
     if channels == 3:
         swap = helper.make_tensor(_PREFIX + "bgr_to_rgb", TensorProto.INT64, [3], [2, 1, 0])
         graph.initializer.append(swap)
         nodes.append(helper.make_node("Gather", [last, swap.name], [_PREFIX + "rgb"], axis=1))
         last = _PREFIX + "rgb"
-    nodes.append(helper.make_node("Cast", [last], [_PREFIX + "float"], to=tensor_type.elem_type))
-    nodes.append(helper.make_node("Div", [_PREFIX + "float", scale.name], [old.name]))
+    if not cast_first:
+        cast()
+    nodes.append(helper.make_node("Div", [last, scale.name], [old.name]))
     graph.initializer.append(scale)
 
     kept = [i for i in graph.input if i.name != old.name]

@@ -24,12 +24,13 @@ def run(model: onnx.ModelProto, feed: np.ndarray) -> np.ndarray:
     return np.asarray(sess.run(None, {sess.get_inputs()[0].name: feed})[0])
 
 
+@pytest.mark.parametrize("cast_first", [False, True], ids=["bytes-moved", "cast-first"])
 @pytest.mark.parametrize(("channels", "batch"), [(3, 1), (1, 1), (3, "N")])
 def test_pixel_input_is_bit_identical_to_the_float_path(
-    tiny_model: TinyModel, pixels_to_tensor: ToTensor, channels: int, batch: int | str
+    tiny_model: TinyModel, pixels_to_tensor: ToTensor, channels: int, batch: int | str, cast_first: bool
 ) -> None:
     original = onnx.load(str(tiny_model(channels=channels, batch=batch, imgsz=(24, 40))))
-    fused = with_pixel_input(original)
+    fused = with_pixel_input(original, cast_first=cast_first)
     onnx.checker.check_model(fused, full_check=True)
     (inp,) = fused.graph.input
     assert inp.name == PIXEL_INPUT and inp.type.tensor_type.elem_type == TensorProto.UINT8
@@ -41,10 +42,16 @@ def test_pixel_input_is_bit_identical_to_the_float_path(
     np.testing.assert_array_equal(run(fused, pixels), run(original, pixels_to_tensor(pixels)))
 
 
-def test_float16_model_gets_a_float16_division(tiny_model: TinyModel) -> None:
-    fused = with_pixel_input(onnx.load(str(tiny_model())))
-    ops = [n.op_type for n in fused.graph.node]
-    assert ops[:4] == ["Transpose", "Gather", "Cast", "Div"]
+def test_node_order_moves_bytes_unless_cast_first(tiny_model: TinyModel) -> None:
+    """TensorRT only casts a uint8 input: with cast_first the pixels' one consumer is the Cast."""
+    model = onnx.load(str(tiny_model()))
+    assert [n.op_type for n in with_pixel_input(model).graph.node][:4] == ["Transpose", "Gather", "Cast", "Div"]
+    trt_order = with_pixel_input(model, cast_first=True).graph.node
+    assert [n.op_type for n in trt_order][:4] == ["Cast", "Transpose", "Gather", "Div"]
+    assert [n.op_type for n in trt_order if PIXEL_INPUT in n.input] == ["Cast"]
+
+
+def test_float16_model_gets_a_float16_division() -> None:
     half = helper.make_model(
         helper.make_graph(
             [helper.make_node("Identity", ["images"], ["out"])],
