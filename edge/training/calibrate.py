@@ -20,6 +20,12 @@ Algorithm:
    This never lowers recall or raises the false-reject rate measured here, and leaves room on
    both sides for new data.
 
+Out-of-sample check (`cross_fit`): thresholds calibrated on a set and scored on the same set
+flatter themselves (they were fitted to exactly those parts). `cross_fit` holds out one group
+of parts at a time (a production lot, a board design: near-duplicates stay together),
+calibrates on the rest and scores the held-out group; the pooled counts over all groups
+estimate what the line will see with thresholds fitted on data like it.
+
 Caveat: on data where defective parts carry several defects, the ascent may raise a class that
 other classes always "cover" very high; a part with only that defect would then pass. Check the
 per-class box recall (`edge-inspect eval`) alongside, and calibrate on data like the line's.
@@ -129,6 +135,54 @@ def calibrate(
     )
 
 
+@dataclass(frozen=True)
+class HeldOutGroup:
+    """One fold of `cross_fit`: the group scored with thresholds calibrated without it."""
+
+    group: str
+    thresholds: np.ndarray
+    reachable: bool  # whether the target was reachable on the other groups
+    measured: PartMetrics  # on this group
+
+
+@dataclass(frozen=True)
+class CrossFit:
+    folds: list[HeldOutGroup]
+    pooled: PartMetrics  # the folds' counts added up: every part scored out of sample once
+
+
+def cross_fit(
+    maxconf: np.ndarray,
+    defective: np.ndarray,
+    groups: Sequence[str],
+    target_recall: float = DEFAULT_TARGET_RECALL,
+    floor: float = DEFAULT_FLOOR,
+) -> CrossFit:
+    """Leave one group out: calibrate on the other groups, score the held-out one (see module doc).
+
+    A group whose complement holds no defective part cannot be calibrated for: DatasetError.
+    """
+    m = np.asarray(maxconf, np.float64)
+    d = np.asarray(defective, bool).reshape(-1)
+    g = np.asarray(list(groups), dtype=object)
+    if g.shape[0] != d.shape[0]:
+        raise DatasetError(f"{g.shape[0]} group labels for {d.shape[0]} parts")
+    names = sorted(set(g.tolist()))
+    if len(names) < 2:
+        raise DatasetError(f"cross-fitting needs parts from at least 2 groups, found {len(names)}: {names}")
+    folds: list[HeldOutGroup] = []
+    for name in names:
+        held = g == name
+        if not d[~held].any():
+            raise DatasetError(f"cross-fitting: without group {name!r} no defective part is left to calibrate on")
+        cal = calibrate(m[~held], d[~held], target_recall, floor)
+        folds.append(HeldOutGroup(name, cal.thresholds, cal.reachable, part_metrics(m[held], d[held], cal.thresholds)))
+    counts = [sum(getattr(f.measured, k) for f in folds) for k in ("parts", "defective_parts", "good_parts")]
+    tp, fp = sum(f.measured.tp for f in folds), sum(f.measured.fp for f in folds)
+    pooled = PartMetrics(counts[0], counts[1], counts[2], tp, counts[1] - tp, fp, counts[2] - fp)
+    return CrossFit(folds, pooled)
+
+
 def _others(s: np.ndarray, thr: np.ndarray, c: int) -> np.ndarray:
     """Parts rejected by the classes other than c."""
     mask = np.ones(s.shape[1], bool)
@@ -184,8 +238,12 @@ def save_thresholds(
     result: CalibrationResult,
     data: Mapping[str, Any] | str,
     model_name: str | None = None,
+    cross_fitted: CrossFit | None = None,
 ) -> Path:
-    """Write a calibration result as a thresholds sidecar; returns the path."""
+    """Write a calibration result as a thresholds sidecar; returns the path.
+
+    With `cross_fitted`, its pooled out-of-sample estimate is stored beside the in-sample one.
+    """
     if len(names) != result.thresholds.shape[0]:
         raise ConfigError(f"{len(names)} class names for {result.thresholds.shape[0]} thresholds")
     m = result.measured
@@ -204,10 +262,19 @@ def save_thresholds(
             "good_parts": m.good_parts,
         },
         "data": dict(data) if isinstance(data, Mapping) else {"description": str(data)},
+        "cross_fitted": None
+        if cross_fitted is None
+        else {
+            "part_recall": round(cross_fitted.pooled.part_recall, 6),
+            "false_reject_rate": round(cross_fitted.pooled.false_reject_rate, 6),
+            "groups": [f.group for f in cross_fitted.folds],
+        },
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     if model_name is None:
         del doc["model"]
+    if cross_fitted is None:
+        del doc["cross_fitted"]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path

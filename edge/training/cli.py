@@ -122,6 +122,17 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "--floor", type=float, default=0.25, help="lowest threshold: the engine confidence of the deployment"
     )
     cal.add_argument("--out", type=Path, default=None, help="sidecar path (default: <model>.thresholds.yaml)")
+    cal.add_argument(
+        "--cross-fit",
+        action="store_true",
+        help="also estimate out of sample: calibrate without each group of images, score that group",
+    )
+    cal.add_argument(
+        "--group-pattern",
+        default=None,
+        help="regex whose first group, searched in an image's file name, names its group "
+        "(default: the file name up to its first '_', the group prefix `dataset convert` writes)",
+    )
     cal.set_defaults(func=_guarded(cmd_calibrate))
 
 
@@ -204,11 +215,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from edge.training.calibrate import calibrate, save_thresholds, sidecar_path
+    from edge.training.calibrate import calibrate, cross_fit, save_thresholds, sidecar_path
+    from edge.training.dataset import DEFAULT_GROUP_PATTERN, image_groups
     from edge.training.evaluate import evaluate
 
     result = evaluate(args.model, args.data, split=args.split, thresholds="none", threads=args.threads)
     cal = calibrate(result.maxconf, result.defective, args.target_recall, floor=args.floor)
+    crossed = None
+    if args.cross_fit:
+        groups = image_groups(result.images, args.group_pattern or DEFAULT_GROUP_PATTERN)
+        crossed = cross_fit(result.maxconf, result.defective, groups, args.target_recall, floor=args.floor)
     out = args.out or sidecar_path(args.model)
     save_thresholds(
         out,
@@ -217,17 +233,31 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         result=cal,
         model_name=args.model.name,
         data={"path": str(result.data), "split": args.split, "images": len(result.images)},
+        cross_fitted=crossed,
     )
-    _print_json(
-        {
-            "sidecar": str(out),
-            "reachable": cal.reachable,
-            "message": cal.message,
-            "thresholds": {n: round(float(t), 6) for n, t in zip(result.names, cal.thresholds, strict=True)},
-            "measured": cal.measured.to_dict(),
-            "single_threshold": {"threshold": round(cal.global_threshold, 6), **cal.global_measured.to_dict()},
+    names = result.names
+    report: dict[str, Any] = {
+        "sidecar": str(out),
+        "reachable": cal.reachable,
+        "message": cal.message,
+        "thresholds": {n: round(float(t), 6) for n, t in zip(names, cal.thresholds, strict=True)},
+        "measured": cal.measured.to_dict(),
+        "single_threshold": {"threshold": round(cal.global_threshold, 6), **cal.global_measured.to_dict()},
+    }
+    if crossed is not None:
+        report["cross_fitted"] = {
+            "pooled": crossed.pooled.to_dict(),
+            "folds": [
+                {
+                    "held_out": f.group,
+                    "reachable_without_it": f.reachable,
+                    "thresholds": {n: round(float(t), 6) for n, t in zip(names, f.thresholds, strict=True)},
+                    **f.measured.to_dict(),
+                }
+                for f in crossed.folds
+            ],
         }
-    )
+    _print_json(report)
     if not cal.reachable:
         print(f"warning: {cal.message}", file=sys.stderr)
         return 1

@@ -8,6 +8,7 @@ Pure file work: no Ultralytics or torch needed.
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -188,6 +189,27 @@ def _fill_sizes(samples: Sequence[Sample]) -> None:
         if img is None:
             raise DatasetError(f"{s.image}: cannot decode image")
         s.height, s.width = img.shape[:2]
+
+
+# A converted image is named `<group>_<stem>`: its group is the name up to the first "_".
+DEFAULT_GROUP_PATTERN = r"^([^_]+)_"
+
+
+def image_groups(images: Sequence[Path], pattern: str = DEFAULT_GROUP_PATTERN) -> list[str]:
+    """Each image's group: the first capture group of `pattern` searched in its file name."""
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise DatasetError(f"group pattern {pattern!r} is not a valid regex: {exc}") from exc
+    if rx.groups < 1:
+        raise DatasetError(f"group pattern {pattern!r} needs a capture group, e.g. '^([^_]+)_'")
+    groups: list[str] = []
+    for image in images:
+        match = rx.search(Path(image).name)
+        if match is None or not match.group(1):
+            raise DatasetError(f"{image}: the group pattern {pattern!r} does not name a group in this file name")
+        groups.append(match.group(1))
+    return groups
 
 
 def split_by_group(samples: Sequence[Sample], val_groups: Sequence[str]) -> dict[str, list[Sample]]:

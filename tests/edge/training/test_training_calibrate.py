@@ -11,6 +11,7 @@ import yaml
 from edge.errors import ConfigError, DatasetError
 from edge.training.calibrate import (
     calibrate,
+    cross_fit,
     load_thresholds,
     model_file_id,
     save_thresholds,
@@ -201,3 +202,61 @@ def test_malformed_sidecars(tmp_path: Path, text: str, match: str) -> None:
 def test_missing_sidecar(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_thresholds(tmp_path / "nope.thresholds.yaml")
+
+
+def test_cross_fit_scores_each_group_with_thresholds_fitted_without_it(model_file: Path) -> None:
+    """Group a: defect 0.9, good 0.2; group b: defect 0.5, good 0.6 (one class, target 1.0)."""
+    m = np.array([[0.9], [0.2], [0.5], [0.6]])
+    d = np.array([True, False, True, False])
+    groups = ["a", "a", "b", "b"]
+    inside = calibrate(m, d, target_recall=1.0, floor=0.05)
+    assert (inside.measured.part_recall, inside.measured.false_reject_rate) == (1.0, 0.5)  # fitted to these parts
+
+    crossed = cross_fit(m, d, groups, target_recall=1.0, floor=0.05)
+    by_group = {f.group: f for f in crossed.folds}
+    # without a (fitted on b: the defect at 0.5 sits below b's good part, so the floor): a is all rejected
+    assert by_group["a"].thresholds.tolist() == [0.05]
+    assert (by_group["a"].measured.tp, by_group["a"].measured.fp) == (1, 1)
+    # without b (fitted on a: midway between a's good 0.2 and defect 0.9): b's defect slips through
+    assert by_group["b"].thresholds.tolist() == pytest.approx([0.55])
+    assert (by_group["b"].measured.tp, by_group["b"].measured.fp) == (0, 1)
+    pooled = crossed.pooled
+    assert (pooled.parts, pooled.defective_parts, pooled.good_parts) == (4, 2, 2)
+    assert (pooled.part_recall, pooled.false_reject_rate) == (0.5, 1.0)  # the honest figure
+
+    path = model_file.parent / "x.thresholds.yaml"
+    save_thresholds(path, model_id="0" * 16, names=["open"], result=inside, data="toy", cross_fitted=crossed)
+    doc = yaml.safe_load(path.read_text())
+    assert doc["cross_fitted"] == {"part_recall": 0.5, "false_reject_rate": 1.0, "groups": ["a", "b"]}
+    assert load_thresholds(path).vector(["open"]).tolist() == pytest.approx(inside.thresholds.tolist())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cross_fit_folds_are_calibrations_of_the_complement(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 90
+    d = rng.random(n) < 0.5
+    m = np.where(d[:, None], rng.uniform(0.3, 1.0, (n, 3)), rng.uniform(0.0, 0.7, (n, 3)))
+    groups = [f"g{k % 3}" for k in range(n)]
+    crossed = cross_fit(m, d, groups, target_recall=0.9, floor=0.1)
+    assert [f.group for f in crossed.folds] == ["g0", "g1", "g2"]
+    g = np.asarray(groups)
+    for fold in crossed.folds:
+        held = g == fold.group
+        want = calibrate(m[~held], d[~held], 0.9, floor=0.1)
+        np.testing.assert_array_equal(fold.thresholds, want.thresholds)
+        assert fold.measured == part_metrics(m[held], d[held], want.thresholds)
+    pooled = crossed.pooled
+    assert pooled.parts == n and pooled.tp == sum(f.measured.tp for f in crossed.folds)
+    assert pooled.fp == sum(f.measured.fp for f in crossed.folds) and pooled.tn + pooled.fp == pooled.good_parts
+
+
+def test_cross_fit_refuses_what_it_cannot_fit() -> None:
+    m = np.array([[0.9], [0.2], [0.5], [0.6]])
+    d = np.array([True, False, True, False])
+    with pytest.raises(DatasetError, match="at least 2 groups"):
+        cross_fit(m, d, ["a"] * 4)
+    with pytest.raises(DatasetError, match="3 group labels for 4 parts"):
+        cross_fit(m, d, ["a", "a", "b"])
+    with pytest.raises(DatasetError, match="without group 'a' no defective part"):
+        cross_fit(m, np.array([True, False, False, False]), ["a", "a", "b", "b"])

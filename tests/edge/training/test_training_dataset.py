@@ -16,6 +16,7 @@ from edge.training.cli import add_commands
 from edge.training.dataset import (
     DEEPPCB_CLASSES,
     convert,
+    image_groups,
     load_deeppcb,
     parse_deeppcb_annotation,
     split_by_group,
@@ -223,3 +224,15 @@ def test_real_deeppcb_counts_and_groups() -> None:
     assert len(splits["train"]) + len(splits["val"]) == 2000
     first = next(s for s in samples if s.stem == "20085000_test")
     assert yolo_label_lines(first)[0] == "2 0.659375 0.637500 0.040625 0.043750"
+
+
+def test_image_groups_from_file_names() -> None:
+    images = [Path("v/group44000_44000062_test.jpg"), Path("v/group77000_77000001_temp.jpg"), Path("lotB_17.png")]
+    assert image_groups(images) == ["group44000", "group77000", "lotB"]  # what `convert` names
+    assert image_groups(images[:2], r"_(\d{5})\d+_") == ["44000", "77000"]
+    with pytest.raises(DatasetError, match="does not name a group"):
+        image_groups([Path("nounderscore.jpg")])
+    with pytest.raises(DatasetError, match="needs a capture group"):
+        image_groups(images, "group")
+    with pytest.raises(DatasetError, match="not a valid regex"):
+        image_groups(images, "(")

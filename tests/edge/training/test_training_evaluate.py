@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from edge.errors import ConfigError, DatasetError
 from edge.training.calibrate import calibrate, load_thresholds, save_thresholds, sidecar_path
@@ -216,6 +217,26 @@ def test_cli_eval_and_calibrate(
     assert code == (0 if out["reachable"] else 1)
     t = load_thresholds(side, model_copy)
     assert t.target_part_recall == 0.6 and set(t.thresholds) == set(out["thresholds"])
+
+    # out of sample, grouped by board (the id's last digit): each group is one test/template pair
+    args = parser.parse_args(
+        [
+            "calibrate",
+            *("--model", str(model_copy), "--data", str(tiny_data), "--out", str(side)),
+            *("--target-recall", "0.6", "--floor", "0.001", "--cross-fit", "--group-pattern", r"_\d+(\d)_"),
+        ]
+    )
+    code = args.func(args)
+    out = json.loads(capsys.readouterr().out)
+    folds = out["cross_fitted"]["folds"]
+    assert len(folds) == 3 and all(f["parts"] == 2 and f["defective_parts"] == 1 for f in folds)
+    pooled = out["cross_fitted"]["pooled"]
+    assert pooled["tp"] == sum(f["tp"] for f in folds) and pooled["fp"] == sum(f["fp"] for f in folds)
+    assert yaml.safe_load(side.read_text())["cross_fitted"]["groups"] == [f["held_out"] for f in folds]
+    # the default pattern finds one group here (all of group 44000): a clear error, exit 2
+    args = parser.parse_args(["calibrate", "--model", str(model_copy), "--data", str(tiny_data), "--cross-fit"])
+    assert args.func(args) == 2
+    assert "at least 2 groups" in capsys.readouterr().err
 
     args = parser.parse_args(["eval", "--model", str(model_copy), "--data", str(tmp_path / "nope")])
     assert args.func(args) == 2
