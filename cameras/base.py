@@ -53,6 +53,9 @@ class Frame:
     truth: GroundTruth | None = None
     error: str | None = None  # set for a glitched frame (incomplete, bad format): decided FAILSAFE
     channel_order: str = "BGR"  # order of a 3-channel array's last axis: "BGR" or "RGB"
+    # the defect-free golden reference of this view, where the camera supplies one per frame
+    # (replay `references`); read-only, for a golden-reference model (`edge.reference`)
+    reference: np.ndarray | None = None
 
 
 @runtime_checkable

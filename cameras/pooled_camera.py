@@ -72,9 +72,17 @@ class PooledCamera:
         raise NotImplementedError
 
     # -- frames ----------------------------------------------------------------------------
-    def _make(self, array: np.ndarray, part: str, truth: GroundTruth | None, index: int | None) -> Frame:
+    def _make(
+        self,
+        array: np.ndarray,
+        part: str,
+        truth: GroundTruth | None,
+        index: int | None,
+        reference: np.ndarray | None = None,
+    ) -> Frame:
         """A delivered frame on `array`; `index` is its pool buffer (None: not a pool buffer)."""
         frame = self._new_frame(array, part, truth, index, None)
+        frame.reference = reference
         self.frames_delivered += 1
         return frame
 

@@ -71,6 +71,11 @@ class ReplayCameraConfig(CameraConfigBase):
     labels_dir: str | None = Field(
         default=None, description="Folder of label files (default: found beside the images)."
     )
+    references: str | None = Field(
+        default=None,
+        description="For a golden-reference model: folder of defect-free reference images, one per "
+        "replayed image with the same file stem (any image type), each aligned with it.",
+    )
     class_names: list[str] | None = Field(
         default=None, description="Class names; label classes must be below their count (DeepPCB: its 6 types)."
     )
@@ -109,6 +114,7 @@ class ReplayCamera(PooledCamera):
         self.config = config
         self.path = resolve_path(base_dir, config.path)
         self.labels_dir = resolve_path(base_dir, config.labels_dir) if config.labels_dir else None
+        self.references_dir = resolve_path(base_dir, config.references) if config.references else None
         self.class_names: list[str] | None = list(config.class_names) if config.class_names else None
         self.period_s = 60.0 / config.rate_ppm if config.rate_ppm > 0 else 0.0
         self.label_format: str = "none"
@@ -135,6 +141,8 @@ class ReplayCamera(PooledCamera):
             raise CameraLostError(f"replay source {self.path} does not exist")
         try:
             if self.path.is_file() and self.path.suffix.lower() not in lbl.IMAGE_SUFFIXES:
+                if self.references_dir is not None:
+                    raise CameraError(f"replay {self.name}: references pair with images by name, not video frames")
                 self._open_video()
             else:
                 self._open_images()
@@ -201,6 +209,8 @@ class ReplayCamera(PooledCamera):
         if not items:
             raise CameraError(f"replay {self.name}: no images ({', '.join(sorted(lbl.IMAGE_SUFFIXES))}) in {self.path}")
         self._attach_labels(items)
+        if self.references_dir is not None:
+            self._attach_references(items)
         limit = self.config.max_cache_mb * 1024 * 1024
         mode = self.config.mode
         first = self._decode(items[0].path)
@@ -227,6 +237,27 @@ class ReplayCamera(PooledCamera):
             self._images = []
             self._pool = BufferPool(self.config.pool_size, first.nbytes)
         self.mode = mode
+
+    def _attach_references(self, items: list[ReplayItem]) -> None:
+        """Give every item its golden reference: the image of the same stem in `references`."""
+        folder = self.references_dir
+        assert folder is not None
+        if not folder.is_dir():
+            raise CameraError(f"replay {self.name}: references {folder} is not a folder")
+        by_stem = {f.stem: f for f in sorted(folder.iterdir()) if f.suffix.lower() in lbl.IMAGE_SUFFIXES}
+        loaded: dict[Path, np.ndarray] = {}
+        for it in items:
+            path = by_stem.get(it.path.stem)
+            if path is None:
+                raise CameraError(f"replay {self.name}: no reference for {it.path.name} in {folder} (same file stem)")
+            image = loaded.get(path)
+            if image is None:
+                image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+                if image is None:
+                    raise CameraError(f"replay {self.name}: cannot decode reference {path}")
+                image.flags.writeable = False
+                loaded[path] = image
+            it.reference = image
 
     def _fill_cache(self, items: list[ReplayItem], first: np.ndarray, limit: int) -> bool:
         """Decode every image once (reusing unchanged ones from an earlier open). False: too big."""
@@ -356,7 +387,8 @@ class ReplayCamera(PooledCamera):
             self._pos += 1
             if self.mode == "cached":
                 cached = self._images[self._pos - 1]
-                return self._make(cached.view(), part, item.truth_for(cached.shape[1], cached.shape[0]), None)
+                truth = item.truth_for(cached.shape[1], cached.shape[0])
+                return self._make(cached.view(), part, truth, None, item.reference)
             pool = self._pool
             assert pool is not None
             index = pool.acquire(self.config.pool_wait_s if self.period_s else None)
@@ -376,7 +408,7 @@ class ReplayCamera(PooledCamera):
             np.copyto(buf, img)
             view = buf.view()
             view.flags.writeable = False
-            return self._make(view, part, item.truth_for(img.shape[1], img.shape[0]), index)
+            return self._make(view, part, item.truth_for(img.shape[1], img.shape[0]), index, item.reference)
 
     def _next_video_frame(self) -> Frame | None:
         cap, pool = self._video, self._pool

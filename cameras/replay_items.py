@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from cameras import labels as lbl
 from cameras.base import GroundTruth
 from edge.errors import DatasetError
@@ -25,6 +27,7 @@ class ReplayItem:
     boxes: tuple[lbl.Box, ...] | None = None  # pixel boxes (DeepPCB, or YOLO once the size is known)
     yolo: tuple[lbl.YoloBox, ...] | None = None  # normalised, until converted with the image size
     truth: GroundTruth | None = None
+    reference: np.ndarray | None = None  # the golden reference (grey, read-only), with `references`
 
     def truth_for(self, width: int, height: int) -> GroundTruth | None:
         if not self.labelled:

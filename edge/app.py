@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
+
 from edge.config import LoadedConfig
 from edge.decision import CompiledRules, compile_rules, describe
 from edge.engines.base import Engine, ModelInfo
@@ -58,6 +61,41 @@ def _check_buffers(cfg: LoadedConfig) -> None:
             )
 
 
+def load_references(cfg: LoadedConfig, info: ModelInfo) -> dict[str, np.ndarray]:
+    """The configured golden references (grey, read-only), checked against the model and cameras.
+
+    A golden-reference model needs a reference for every camera: a fixed one here, or per image
+    from a camera that supplies them (replay `references`); a plain model must have none.
+    """
+    given = cfg.app.references
+    if not info.reference_input:
+        if given:
+            raise ConfigError(
+                f"references: {info.path} takes camera frames alone, not golden-reference composites; "
+                "remove 'references' or use a golden-reference model"
+            )
+        return {}
+    missing = [
+        c.name for c in cfg.cameras if c.name not in given and not getattr(c, "references", None)
+    ]
+    if missing:
+        raise ConfigError(
+            f"{info.path} compares each part with its golden reference: give 'references: {{<camera>: <image>}}' "
+            f"(or a replay camera's 'references' folder) for cameras {missing}"
+        )
+    out: dict[str, np.ndarray] = {}
+    for name, rel in given.items():
+        path = Path(rel).expanduser()
+        path = path if path.is_absolute() else cfg.base_dir / path
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            raise ConfigError(f"references.{name}: cannot read image {path}")
+        image.flags.writeable = False
+        out[name] = image
+        log.info("camera %s: golden reference %s (%dx%d)", name, path, image.shape[1], image.shape[0])
+    return out
+
+
 def build_service(cfg: LoadedConfig, max_frames: int | None = None) -> Service:
     from edge.engines.factory import build_engine
 
@@ -72,6 +110,7 @@ def build_service(cfg: LoadedConfig, max_frames: int | None = None) -> Service:
             info,
             rules,
             DecodeSettings(cfg.engine.confidence, cfg.engine.iou, cfg.engine.max_detections),
+            load_references(cfg, info),
         )
         cameras = [c.build(cfg.base_dir) for c in cfg.cameras]
         sinks = [s.build(cfg.base_dir) for s in cfg.sinks]

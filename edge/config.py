@@ -56,6 +56,11 @@ class AppConfig(BaseModel):
         default_factory=lambda: [{"type": "log"}], description="Where verdicts go (default: the log)."
     )
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus endpoint.")
+    references: dict[str, str] = Field(
+        default_factory=dict,
+        description="For a golden-reference model: camera name -> its defect-free reference image "
+        "(aligned with the camera's frames, same size; a replay camera can give one per image instead).",
+    )
 
 
 @dataclass
@@ -212,6 +217,9 @@ def parse_config(
     sdupes = sorted({n for n in sink_names if sink_names.count(n) > 1})
     if sdupes:
         errors.add(("sinks",), f"sink names must be unique (set 'name:'); repeated: {sdupes}")
+    unknown = sorted(set(app.references) - {str(n) for n in names}) if app is not None else []
+    if unknown:
+        errors.add(("references",), f"references name cameras that do not exist: {unknown}")
 
     if errors.items or app is None:
         raise ConfigError(f"{source}: {len(errors.items)} error(s)\n  " + "\n  ".join(errors.items), errors.items)

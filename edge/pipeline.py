@@ -14,9 +14,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from cameras.base import Camera, Frame
 from edge.config import PipelineConfig
@@ -26,6 +28,7 @@ from edge.engines.letterbox import Preprocessor
 from edge.engines.yolo import Decoder
 from edge.errors import CameraError, CameraLostError, CameraNodeError
 from edge.metrics import PipelineMetrics
+from edge.reference import compose
 from edge.ring import Ring, Slot
 from edge.sinks.base import Sink
 from edge.stats import PipelineStats
@@ -55,17 +58,33 @@ class DecodeSettings:
 
 
 class Inspector:
-    """Runs one frame through the shared preprocessing, the engine, decoding and the rules."""
+    """Runs one frame through the shared preprocessing, the engine, decoding and the rules.
 
-    def __init__(self, engine: Engine, info: ModelInfo, rules: CompiledRules, settings: DecodeSettings) -> None:
+    For a golden-reference model (`info.reference_input`) each frame is first composed with its
+    reference (`edge.reference.compose`): the frame's own (`Frame.reference`) or its camera's
+    fixed one from `references`, into buffers kept per batch item and frame size.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        info: ModelInfo,
+        rules: CompiledRules,
+        settings: DecodeSettings,
+        references: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
         self.engine = engine
         self.info = info
         self.rules = rules
         self.settings = settings
+        self.references = dict(references or {})
         buffer = engine.input_buffer()
         self.batch = int(buffer.shape[0])
         self.preprocessors = [Preprocessor(buffer[i]) for i in range(self.batch)]
         self.preprocess = self.preprocessors[0]
+        self._composites: list[dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]] = [
+            {} for _ in range(self.batch)
+        ]
         self.decode = Decoder(
             info,
             conf=min(settings.confidence, rules.min_confidence()),
@@ -80,7 +99,10 @@ class Inspector:
         """Judge up to `batch` frames with one inference (batch items beyond len(frames) are stale
         and ignored)."""
         t0 = time.monotonic_ns()
-        geometries = [self.preprocessors[i](f.array, f.channel_order) for i, f in enumerate(frames)]
+        if self.info.reference_input:
+            geometries = [self.preprocessors[i](self._composite(i, f), "BGR") for i, f in enumerate(frames)]
+        else:
+            geometries = [self.preprocessors[i](f.array, f.channel_order) for i, f in enumerate(frames)]
         t1 = time.monotonic_ns()
         raw = self.engine.infer()
         t2 = time.monotonic_ns()
@@ -89,6 +111,19 @@ class Inspector:
             decision = decide(self.decode(raw[i : i + 1], geometry), self.rules)
             out.append(WorkResult(decision, t0, t1, t2, time.monotonic_ns()))
         return out
+
+
+    def _composite(self, item: int, frame: Frame) -> np.ndarray:
+        """The frame composed with its reference, in batch item `item`'s buffers."""
+        reference = frame.reference if frame.reference is not None else self.references.get(frame.camera)
+        if reference is None:
+            raise CameraError(f"camera {frame.camera}: no golden reference for frame {frame.frame_id}")
+        hw = (int(frame.array.shape[0]), int(frame.array.shape[1]))
+        buffers = self._composites[item].get(hw)
+        if buffers is None:
+            buffers = (np.empty((*hw, 3), np.uint8), np.empty(hw, np.uint8))
+            self._composites[item][hw] = buffers
+        return compose(frame.array, reference, *buffers)
 
 
 class Pipeline:

@@ -31,6 +31,9 @@ class ModelInfo:
     input_dtype: np.dtype
     stride: int = 32
     task: str = "detect"
+    # a golden-reference model: its input is the composite of the part and its defect-free
+    # reference (`edge.reference`), not the camera frame alone
+    reference_input: bool = False
 
     @property
     def num_classes(self) -> int:

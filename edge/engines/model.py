@@ -98,6 +98,35 @@ def _imgsz(metadata: Mapping[str, str], where: str) -> tuple[int, int] | None:
     raise ModelError(f"{where}: metadata 'imgsz' must be an int or [h, w], got {metadata['imgsz']!r}")
 
 
+# What the model's input is, where it is not the camera frame itself (absent: the frame).
+INPUT_KIND_KEY = "edge_inspect_input"
+REFERENCE_COMPOSITE = "reference-composite"
+
+
+def _reference_input(metadata: Mapping[str, str], channels: int, where: str) -> bool:
+    kind = metadata.get(INPUT_KIND_KEY)
+    if kind is None:
+        return False
+    if kind != REFERENCE_COMPOSITE:
+        raise ModelError(f"{where}: metadata {INPUT_KIND_KEY!r} is {kind!r}; known: {REFERENCE_COMPOSITE!r}")
+    if channels != 3:
+        raise ModelError(f"{where}: a reference-composite model needs 3 input channels, has {channels}")
+    return True
+
+
+def mark_reference_input(path: str | Path) -> None:
+    """Record in an ONNX file that it takes golden-reference composites (`edge.reference`)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    props = [p for p in model.metadata_props if p.key != INPUT_KIND_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(props)
+    prop = model.metadata_props.add()
+    prop.key, prop.value = INPUT_KIND_KEY, REFERENCE_COMPOSITE
+    onnx.save(model, str(path))
+
+
 def model_info_from_metadata(
     *,
     path: str | Path,
@@ -177,6 +206,7 @@ def model_info_from_metadata(
             f"{where}: model classes {list(names)} differ from the configured classes {list(expected_classes)}"
         )
     stride = _int_meta(metadata, "stride", where)
+    reference_input = _reference_input(metadata, int(channels), where)
     return ModelInfo(
         path=str(path),
         model_id=model_id,
@@ -188,6 +218,7 @@ def model_info_from_metadata(
         input_dtype=dtype,
         stride=stride if stride is not None else 32,
         task="detect",
+        reference_input=reference_input,
     )
 
 

@@ -76,6 +76,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="share of good parts (backgrounds) kept in the training split",
     )
     conv.add_argument("--no-templates", action="store_true", help="leave DeepPCB templates out")
+    conv.add_argument(
+        "--reference",
+        action="store_true",
+        help="golden-reference pairs: each image is the composite (part, template, difference); "
+        "good parts are test images with their defects repaired from the template",
+    )
     conv.set_defaults(func=_guarded(cmd_dataset_convert))
 
     tr = subparsers.add_parser("train", help="train a YOLO model (needs the 'train' extra); resumes")
@@ -154,6 +160,7 @@ def cmd_dataset_convert(args: argparse.Namespace) -> int:
         class_names=args.classes,
         include_templates=not args.no_templates,
         train_good_fraction=args.train_good_fraction,
+        reference=args.reference,
     )
     _print_json(report.as_dict())
     return 0

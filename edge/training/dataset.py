@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+import numpy as np
 import yaml
 
 from edge.errors import DatasetError
+from edge.reference import compose
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,13 @@ class Box:
 
 @dataclass
 class Sample:
-    """One image of a dataset: its file, size, group and boxes (empty for a good part)."""
+    """One image of a dataset: its file, size, group and boxes (empty for a good part).
+
+    With a `reference` (golden-reference pairs, `edge.reference`), the image written is the
+    composite of `image` and `reference`, after pasting the reference over the `repair` boxes
+    of `image` (how a good part is made from a defective one: its defects replaced by the
+    defect-free board, the capture noise elsewhere kept).
+    """
 
     image: Path
     width: int
@@ -48,6 +56,8 @@ class Sample:
     group: str
     boxes: list[Box] = field(default_factory=list)
     stem: str = ""
+    reference: Path | None = None
+    repair: list[Box] = field(default_factory=list)
 
     @property
     def defective(self) -> bool:
@@ -101,8 +111,14 @@ def parse_deeppcb_annotation(path: Path) -> list[Box]:
     return boxes
 
 
-def load_deeppcb(root: Path, include_templates: bool = True) -> list[Sample]:
-    """Read a DeepPCB folder (its `list.txt`) into samples; templates become good parts."""
+def load_deeppcb(root: Path, include_templates: bool = True, reference: bool = False) -> list[Sample]:
+    """Read a DeepPCB folder (its `list.txt`) into samples; templates become good parts.
+
+    With `reference`, every sample is a golden-reference pair (`Sample.reference` = the
+    template): the test image with its defects, and (for `include_templates`) a good part made
+    by repairing the test image's defect boxes from the template. The template against itself
+    would be no test at all (a zero difference), so it is not used as a good part here.
+    """
     listing = root / "list.txt"
     if not listing.is_file():
         raise DatasetError(f"{root}: not a DeepPCB folder (no list.txt)")
@@ -122,6 +138,14 @@ def load_deeppcb(root: Path, include_templates: bool = True) -> list[Sample]:
         if not test_img.is_file():
             raise DatasetError(f"{listing}:{lineno}: missing image {test_img}")
         boxes = parse_deeppcb_annotation(root / "annotations" / ann_rel)
+        if reference:
+            if not temp_img.is_file():
+                raise DatasetError(f"{listing}:{lineno}: missing template {temp_img}")
+            samples.append(Sample(test_img, 640, 640, group, boxes, stem=f"{stem}_test", reference=temp_img))
+            if include_templates:
+                good = Sample(test_img, 640, 640, group, [], stem=f"{stem}_good", reference=temp_img, repair=boxes)
+                samples.append(good)
+            continue
         samples.append(Sample(test_img, 640, 640, group, boxes, stem=f"{stem}_test"))
         if include_templates and temp_img.is_file():
             samples.append(Sample(temp_img, 640, 640, group, [], stem=f"{stem}_temp"))
@@ -258,7 +282,10 @@ def write_yolo_dataset(
         lbl_dir.mkdir(parents=True)
         for s in samples:
             name = f"{s.group}_{s.stem}"
-            shutil.copyfile(s.image, img_dir / f"{name}{s.image.suffix.lower()}")
+            if s.reference is None:
+                shutil.copyfile(s.image, img_dir / f"{name}{s.image.suffix.lower()}")
+            else:
+                write_reference_composite(s, img_dir / f"{name}.png")
             lines = yolo_label_lines(s)
             (lbl_dir / f"{name}.txt").write_text("".join(line + "\n" for line in lines))
         counts[split] = len(samples)
@@ -282,6 +309,21 @@ def write_yolo_dataset(
     return report
 
 
+def write_reference_composite(sample: Sample, dst: Path) -> None:
+    """Write a pair sample's composite (part, reference, difference) as a lossless PNG."""
+    assert sample.reference is not None
+    part = cv2.imread(str(sample.image), cv2.IMREAD_GRAYSCALE)
+    ref = cv2.imread(str(sample.reference), cv2.IMREAD_GRAYSCALE)
+    if part is None or ref is None:
+        raise DatasetError(f"cannot read {sample.image if part is None else sample.reference}")
+    for b in sample.repair:
+        x1, y1 = max(int(b.x1), 0), max(int(b.y1), 0)
+        x2, y2 = min(int(np.ceil(b.x2)), part.shape[1]), min(int(np.ceil(b.y2)), part.shape[0])
+        part[y1:y2, x1:x2] = ref[y1:y2, x1:x2]
+    if not cv2.imwrite(str(dst), compose(part, ref), [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+        raise DatasetError(f"cannot write {dst}")
+
+
 def convert(
     source: Path,
     out_dir: Path,
@@ -290,15 +332,19 @@ def convert(
     class_names: Sequence[str] | None = None,
     include_templates: bool = True,
     train_good_fraction: float = 1.0,
+    reference: bool = False,
 ) -> ConvertReport:
     """Convert a DeepPCB or VOC folder into a split YOLO dataset under out_dir.
 
     `train_good_fraction` keeps that share of the good parts (backgrounds) in the training
     split, evenly spaced, to cut training cost; validation always keeps all of them.
+    `reference` (DeepPCB only) writes golden-reference composites (see `load_deeppcb`).
     """
+    if reference and fmt != "deeppcb":
+        raise DatasetError("golden-reference pairs (--reference) come from DeepPCB's templates; use --format deeppcb")
     if fmt == "deeppcb":
         names: Sequence[str] = class_names or DEEPPCB_CLASSES
-        samples = load_deeppcb(source, include_templates=include_templates)
+        samples = load_deeppcb(source, include_templates=include_templates, reference=reference)
         vg = val_groups if val_groups is not None else DEEPPCB_VAL_GROUPS
     elif fmt == "voc":
         if not class_names:

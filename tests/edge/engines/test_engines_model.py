@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.engines.model import parse_names, read_model_info, resolve_model_path
+from edge.engines.model import (
+    INPUT_KIND_KEY,
+    mark_reference_input,
+    parse_names,
+    read_model_info,
+    resolve_model_path,
+)
 from edge.errors import ModelError
 
 TinyModel = Callable[..., Path]
@@ -41,6 +47,26 @@ def test_anchors_model_with_metadata(tiny_model: TinyModel) -> None:
     assert info.names == ("c0", "c1", "c2") and info.num_classes == 3
     assert info.input_hw == (32, 48) and info.layout == "anchors"
     assert info.path == str(path)
+
+
+def test_reference_input_is_marked_in_the_metadata(tiny_model: TinyModel, ultra_metadata: Meta) -> None:
+    path = tiny_model(num_classes=3)
+    assert read_model_info(path).reference_input is False
+    before = read_model_info(path).names
+    mark_reference_input(path)
+    mark_reference_input(path)  # idempotent: one entry
+    info = read_model_info(path)
+    assert info.reference_input is True and info.names == before
+    import onnx
+
+    assert [p.key for p in onnx.load(str(path)).metadata_props].count(INPUT_KIND_KEY) == 1
+    odd = tiny_model(num_classes=3, metadata={**ultra_metadata(["a", "b", "c"], (32, 32)), INPUT_KIND_KEY: "stereo"})
+    with pytest.raises(ModelError, match="'stereo'; known: 'reference-composite'"):
+        read_model_info(odd)
+    mono = tiny_model(num_classes=3, channels=1, metadata=ultra_metadata(["a", "b", "c"], (32, 32), channels="1"))
+    mark_reference_input(mono)
+    with pytest.raises(ModelError, match="needs 3 input channels, has 1"):
+        read_model_info(mono)
 
 
 def test_end2end_model(tiny_model: TinyModel, ultra_metadata: Meta) -> None:

@@ -236,3 +236,37 @@ def test_image_groups_from_file_names() -> None:
         image_groups(images, "group")
     with pytest.raises(DatasetError, match="not a valid regex"):
         image_groups(images, "(")
+
+
+def test_reference_pairs_are_composites_and_repaired_good_parts(tmp_path: Path) -> None:
+    """--reference: (test, template, |difference|) composites; a good part is the test image with
+    its defect boxes pasted over from the template, its noise elsewhere kept."""
+    src = make_deeppcb(tmp_path / "src", {"group10000": {"10000000": ["100 100 140 150 2"]}})
+    folder = src / "images" / "group10000" / "10000"
+    template = np.zeros((640, 640), np.uint8)
+    template[:, 300:320] = 255  # a trace
+    test = template.copy()
+    test[110:140, 105:130] = 255  # the defect, inside its box
+    test[500, 500] = 255  # capture noise outside any box
+    cv2.imwrite(str(folder / "10000000_temp.png"), template)  # lossless stand-ins for the JPEGs
+    cv2.imwrite(str(folder / "10000000_test.png"), test)
+    (folder / "10000000_temp.png").replace(folder / "10000000_temp.jpg")
+    (folder / "10000000_test.png").replace(folder / "10000000_test.jpg")
+    report = convert(src, tmp_path / "out", val_groups=["group10000"], reference=True)
+    assert report.images == {"train": 0, "val": 2} and report.good_parts == {"train": 0, "val": 1}
+    val = tmp_path / "out" / "images" / "val"
+    assert sorted(p.name for p in val.iterdir()) == ["group10000_10000000_good.png", "group10000_10000000_test.png"]
+    defective = cv2.imread(str(val / "group10000_10000000_test.png"), cv2.IMREAD_UNCHANGED)
+    good = cv2.imread(str(val / "group10000_10000000_good.png"), cv2.IMREAD_UNCHANGED)
+    assert defective.shape == good.shape == (640, 640, 3)
+    np.testing.assert_array_equal(defective[..., 0], test)
+    np.testing.assert_array_equal(defective[..., 1], template)
+    np.testing.assert_array_equal(defective[..., 2], np.where(test != template, 255, 0))
+    repaired = test.copy()
+    repaired[100:150, 100:140] = template[100:150, 100:140]
+    np.testing.assert_array_equal(good[..., 0], repaired)
+    assert good[500, 500, 2] == 255 and not good[100:150, 100:140, 2].any()
+    labels = label_files(tmp_path / "out", "val")
+    assert labels["group10000_10000000_good"] == "" and labels["group10000_10000000_test"].startswith("1 ")
+    with pytest.raises(DatasetError, match="DeepPCB"):
+        convert(make_voc(tmp_path / "voc"), tmp_path / "o2", fmt="voc", class_names=["a"], reference=True)

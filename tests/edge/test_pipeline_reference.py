@@ -1,0 +1,137 @@
+"""Golden-reference inspection through the whole service: each frame is judged against its reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from edge.app import build_service
+from edge.config import parse_config
+from edge.engines.model import mark_reference_input
+from edge.errors import CameraError, ConfigError
+from edge.verdict import Verdict, VerdictKind
+
+SIZE = 32
+
+
+def difference_detector(path: Path, *, reference: bool = True) -> Path:
+    """A real ONNX model: one box whose 'defect' score is the mean of the model's first input
+    channel, which for a reference composite (B, G, R = part, reference, difference; swapped to
+    RGB by the engine) is the difference between the part and its reference."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, SIZE, SIZE])
+    out = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 5, 1])
+    nodes = [
+        helper.make_node("Gather", ["images", "first"], ["diff"], axis=1),  # (1, 1, S, S)
+        helper.make_node("ReduceMean", ["diff"], ["score"], axes=[2, 3], keepdims=0),  # (1, 1)
+        helper.make_node("Unsqueeze", ["score", "last"], ["score3"]),  # (1, 1, 1)
+        helper.make_node("Concat", ["box", "score3"], ["output0"], axis=1),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([0], np.int64), "first"),
+        numpy_helper.from_array(np.array([2], np.int64), "last"),
+        numpy_helper.from_array(np.array([[[16.0], [16.0], [8.0], [8.0]]], np.float32), "box"),
+    ]
+    graph = helper.make_graph(nodes, "difference", [inp], [out], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    meta = {"task": "detect", "stride": "8", "imgsz": str([SIZE, SIZE]), "names": "{0: 'defect'}", "batch": "1"}
+    for k, v in meta.items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(path))
+    if reference:
+        mark_reference_input(path)
+    return path
+
+
+def grey(path: Path, value: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((48, 64), value, np.uint8))
+    return path
+
+
+def service_config(model: Path, camera: dict[str, Any], **top: Any) -> str:
+    return yaml.safe_dump(
+        {
+            "cameras": [{"type": "replay", "name": "line1", "rate_ppm": 0, "max_in_flight": 1, **camera}],
+            "engine": {"type": "onnxruntime", "model": str(model), "warmup": 1},
+            "decision": {"min_confidence": 0.5, "thresholds_file": None},
+            "pipeline": {"budget_ms": 2000, "ring_slots": 4},
+            "sinks": [],
+            "metrics": {"port": 0},
+            **top,
+        }
+    )
+
+
+def run_verdicts(text: str, frames: int, base_dir: Path) -> dict[str, VerdictKind]:
+    service = build_service(parse_config(text, "<reference>", base_dir=base_dir), max_frames=frames)
+    verdicts: list[Verdict] = []
+    service.pipeline.listeners.append(verdicts.append)
+    service.start(serve_metrics=False)
+    service.pipeline.wait(60)
+    summary = service.stop()
+    assert summary["frames_in"] == frames == len(verdicts) and summary["verdicts"]["failsafe"] == 0, summary
+    return {v.part_id: v.verdict for v in verdicts}
+
+
+def test_each_replayed_image_is_judged_against_its_own_reference(tmp_path: Path) -> None:
+    model = difference_detector(tmp_path / "diff.onnx")
+    for name, part, ref in (("same_white", 255, 255), ("lost_copper", 0, 255), ("extra_copper", 255, 0)):
+        grey(tmp_path / "parts" / f"{name}.png", part)
+        grey(tmp_path / "refs" / f"{name}.jpg", ref)  # paired by file stem, any image type
+    camera = {"path": str(tmp_path / "parts"), "references": str(tmp_path / "refs"), "loop": False}
+    verdicts = run_verdicts(service_config(model, camera), 3, tmp_path)
+    # a white part on a white reference passes; the same white part on a black one is rejected
+    assert verdicts == {
+        "same_white": VerdictKind.PASS,
+        "lost_copper": VerdictKind.REJECT,
+        "extra_copper": VerdictKind.REJECT,
+    }
+
+
+def test_a_camera_fixed_reference_from_the_config(tmp_path: Path) -> None:
+    model = difference_detector(tmp_path / "diff.onnx")
+    grey(tmp_path / "parts" / "a_good.png", 200)
+    grey(tmp_path / "parts" / "b_bad.png", 20)
+    grey(tmp_path / "golden.png", 200)
+    camera = {"path": str(tmp_path / "parts"), "loop": False}
+    verdicts = run_verdicts(service_config(model, camera, references={"line1": "golden.png"}), 2, tmp_path)
+    assert verdicts == {"a_good": VerdictKind.PASS, "b_bad": VerdictKind.REJECT}
+
+
+def test_references_and_models_must_agree(tmp_path: Path) -> None:
+    grey(tmp_path / "parts" / "a.png", 200)
+    grey(tmp_path / "golden.png", 200)
+    camera = {"path": str(tmp_path / "parts")}
+    ref_model = difference_detector(tmp_path / "diff.onnx")
+    with pytest.raises(ConfigError, match=r"compares each part with its golden reference.*\['line1'\]"):
+        build_service(parse_config(service_config(ref_model, camera), "<x>"))
+    plain = difference_detector(tmp_path / "plain.onnx", reference=False)
+    text = service_config(plain, camera, references={"line1": str(tmp_path / "golden.png")})
+    with pytest.raises(ConfigError, match="takes camera frames alone"):
+        build_service(parse_config(text, "<x>"))
+    with pytest.raises(ConfigError, match=r"references name cameras that do not exist: \['line9'\]"):
+        parse_config(service_config(ref_model, camera, references={"line9": "golden.png"}), "<x>")
+    text = service_config(ref_model, camera, references={"line1": str(tmp_path / "missing.png")})
+    with pytest.raises(ConfigError, match="references.line1: cannot read image"):
+        build_service(parse_config(text, "<x>"))
+
+
+def test_replay_needs_a_reference_for_every_image(tmp_path: Path) -> None:
+    from cameras.replay import ReplayCameraConfig
+
+    grey(tmp_path / "parts" / "a.png", 200)
+    grey(tmp_path / "parts" / "b.png", 200)
+    grey(tmp_path / "refs" / "a.png", 200)
+    cam = ReplayCameraConfig(name="c", path="parts", references="refs").build(tmp_path)
+    with pytest.raises(CameraError, match=r"no reference for b\.png"):
+        cam.open()
+    cam.close()
