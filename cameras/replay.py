@@ -73,8 +73,9 @@ class ReplayCameraConfig(CameraConfigBase):
     )
     references: str | None = Field(
         default=None,
-        description="For a golden-reference model: folder of defect-free reference images, one per "
-        "replayed image with the same file stem (any image type), each aligned with it.",
+        description="For a golden-reference model: folder of defect-free reference images, aligned "
+        "with the replayed images; an image's reference is the file of its stem, else of the longest "
+        "'_'-cut prefix of it (board7_0042_test -> board7_0042 -> board7), any image type.",
     )
     class_names: list[str] | None = Field(
         default=None, description="Class names; label classes must be below their count (DeepPCB: its 6 types)."
@@ -104,6 +105,19 @@ class ReplayCameraConfig(CameraConfigBase):
 
     def build(self, base_dir: Path) -> ReplayCamera:
         return ReplayCamera(self, Path(base_dir))
+
+
+def reference_for(stem: str, by_stem: dict[str, Path]) -> Path | None:
+    """The reference of an image: the file of the same stem, else of the longest prefix of the
+    stem that ends before an '_' ("board7_0042_test" -> "board7_0042", then "board7")."""
+    while True:
+        found = by_stem.get(stem)
+        if found is not None:
+            return found
+        cut = stem.rfind("_")
+        if cut <= 0:
+            return None
+        stem = stem[:cut]
 
 
 class ReplayCamera(PooledCamera):
@@ -247,9 +261,12 @@ class ReplayCamera(PooledCamera):
         by_stem = {f.stem: f for f in sorted(folder.iterdir()) if f.suffix.lower() in lbl.IMAGE_SUFFIXES}
         loaded: dict[Path, np.ndarray] = {}
         for it in items:
-            path = by_stem.get(it.path.stem)
+            path = reference_for(it.path.stem, by_stem)
             if path is None:
-                raise CameraError(f"replay {self.name}: no reference for {it.path.name} in {folder} (same file stem)")
+                raise CameraError(
+                    f"replay {self.name}: no reference for {it.path.name} in {folder} "
+                    "(a file named by its stem, or by the stem cut at an '_')"
+                )
             image = loaded.get(path)
             if image is None:
                 image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)

@@ -16,10 +16,12 @@ one of each per camera, the reference is loaded once.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 
-from edge.errors import CameraError
+from edge.errors import CameraError, DatasetError
 
 CHANNELS = ("part", "reference", "difference")
 
@@ -62,3 +64,26 @@ def compose(
     cv2.absdiff(p, r, dst=scratch)
     cv2.merge([p, r, scratch], dst=out)
     return out
+
+
+def is_reference_composite(image: np.ndarray) -> bool:
+    """Whether a BGR image is a golden-reference composite: R = |B - G|, with B and G not equal."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        return False
+    part, ref, diff = image[..., 0], image[..., 1], image[..., 2]
+    return bool(np.any(part != ref)) and bool(np.array_equal(diff, cv2.absdiff(part, ref)))
+
+
+def check_input_kind(image: np.ndarray, reference_model: bool, where: Path) -> None:
+    """DatasetError where a golden-reference model meets plain images, or a plain model composites."""
+    composite = is_reference_composite(image)
+    if reference_model and not composite:
+        raise DatasetError(
+            f"{where}: the model compares parts with golden references, but this is not a reference "
+            "composite; evaluate it on a dataset written by `edge-inspect dataset convert --reference`"
+        )
+    if composite and not reference_model:
+        raise DatasetError(
+            f"{where}: a golden-reference composite, but the model takes plain frames; "
+            "evaluate it on a dataset converted without --reference"
+        )

@@ -47,6 +47,7 @@ from edge.engines.base import ModelInfo
 from edge.engines.letterbox import Preprocessor
 from edge.engines.model import model_id_of, read_model_info, read_onnx_header
 from edge.errors import DatasetError, EdgeInspectError, EngineUnavailableError, ModelError
+from edge.reference import check_input_kind
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,8 @@ class CalibrationFrames:
         self.images = list(images)
         self._buffer = np.zeros((1, info.channels, *info.input_hw), dtype=info.input_dtype)
         self._pre = Preprocessor(self._buffer[0])
+        self._reference_input = info.reference_input
+        self._checked = False
 
     def __len__(self) -> int:
         return len(self.images)
@@ -116,6 +119,9 @@ class CalibrationFrames:
         frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if frame is None:
             raise DatasetError(f"{path}: cannot decode calibration image")
+        if not self._checked:  # calibrating on the wrong kind of image would skew every range
+            check_input_kind(frame, self._reference_input, path)
+            self._checked = True
         self._pre(frame)
         return self._buffer.copy()
 

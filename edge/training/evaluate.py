@@ -36,6 +36,7 @@ from edge.engines.base import Engine, ModelInfo
 from edge.engines.letterbox import Preprocessor
 from edge.engines.yolo import decode
 from edge.errors import DatasetError, EdgeInspectError
+from edge.reference import check_input_kind
 from edge.training.calibrate import Thresholds, load_thresholds, sidecar_path
 from edge.training.partmetrics import (
     BoxMetrics,
@@ -271,6 +272,8 @@ def evaluate(
             frame = cv2.imread(str(image), cv2.IMREAD_COLOR)
             if frame is None:
                 raise DatasetError(f"{image}: cannot decode image")
+            if i == 0:
+                check_input_kind(frame, info.reference_input, image)
             h, w = frame.shape[:2]
             gt_boxes, gt_cls = read_labels(sd.labels_dir / f"{image.stem}.txt", w, h, nc)
             t0 = time.perf_counter()

@@ -135,3 +135,14 @@ def test_replay_needs_a_reference_for_every_image(tmp_path: Path) -> None:
     with pytest.raises(CameraError, match=r"no reference for b\.png"):
         cam.open()
     cam.close()
+
+
+def test_reference_by_stem_or_its_longest_prefix(tmp_path: Path) -> None:
+    from cameras.replay import reference_for
+
+    refs = {stem: tmp_path / f"{stem}.png" for stem in ("board7", "board7_0042", "x_1_test")}
+    assert reference_for("board7_0042_test", refs) == refs["board7_0042"]
+    assert reference_for("board7_0043_temp", refs) == refs["board7"]
+    assert reference_for("x_1_test", refs) == refs["x_1_test"]
+    assert reference_for("board8_0042", refs) is None
+    assert reference_for("_board7", refs) is None

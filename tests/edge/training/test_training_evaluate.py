@@ -241,3 +241,21 @@ def test_cli_eval_and_calibrate(
     args = parser.parse_args(["eval", "--model", str(model_copy), "--data", str(tmp_path / "nope")])
     assert args.func(args) == 2
     assert capsys.readouterr().err.startswith("error:")
+
+
+def test_input_kind_must_match_the_model() -> None:
+    from edge.reference import check_input_kind, compose, is_reference_composite
+
+    rng = np.random.default_rng(3)
+    part = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+    ref = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+    composite = compose(part, ref)
+    grey = cv2.merge([part, part, part])
+    assert is_reference_composite(composite) and not is_reference_composite(grey)
+    assert not is_reference_composite(part)
+    check_input_kind(composite, True, Path("c.png"))
+    check_input_kind(grey, False, Path("g.png"))
+    with pytest.raises(DatasetError, match="g.png: the model compares parts with golden references"):
+        check_input_kind(grey, True, Path("g.png"))
+    with pytest.raises(DatasetError, match="c.png: a golden-reference composite, but the model takes plain"):
+        check_input_kind(composite, False, Path("c.png"))
