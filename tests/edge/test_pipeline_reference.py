@@ -146,3 +146,26 @@ def test_reference_by_stem_or_its_longest_prefix(tmp_path: Path) -> None:
     assert reference_for("x_1_test", refs) == refs["x_1_test"]
     assert reference_for("board8_0042", refs) is None
     assert reference_for("_board7", refs) is None
+
+
+def test_composites_reuse_their_buffers(tmp_path: Path) -> None:
+    """The inspector composes every frame of a size into the same preallocated buffers (the
+    compose step itself allocates nothing given them: tests/edge/test_reference.py)."""
+    import time
+
+    from cameras.base import Frame
+
+    model = difference_detector(tmp_path / "diff.onnx")
+    grey(tmp_path / "parts" / "a.png", 0)
+    golden = grey(tmp_path / "golden.png", 255)
+    text = service_config(model, {"path": str(tmp_path / "parts")}, references={"line1": str(golden)})
+    service = build_service(parse_config(text, "<ref>", base_dir=tmp_path))
+    inspector = service.pipeline.inspector
+    seen = []
+    for value in (0, 255, 0):
+        frame = Frame(np.full((48, 64), value, np.uint8), value, f"p{value}", "line1", time.monotonic_ns())
+        result = inspector.judge(frame)
+        assert result.decision.verdict is (VerdictKind.PASS if value == 255 else VerdictKind.REJECT)
+        seen.append(tuple(id(b) for b in inspector._composites[0][(48, 64)]))
+    assert len(set(seen)) == 1 and len(inspector._composites[0]) == 1
+    service.engine.close()
