@@ -167,6 +167,8 @@ def cmd_dataset_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from edge.engines.model import REFERENCE_COMPOSITE
+    from edge.training.dataset import dataset_input_kind
     from edge.training.train import TrainOptions, export_onnx, train
 
     opts = TrainOptions(
@@ -187,7 +189,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     best = train(opts)
     doc: dict[str, Any] = {"checkpoint": str(best)}
     if args.export is not None:
-        doc["onnx"] = str(export_onnx(best, args.export, args.imgsz))
+        reference = dataset_input_kind(Path(args.data)) == REFERENCE_COMPOSITE
+        doc["onnx"] = str(export_onnx(best, args.export, args.imgsz, reference=reference))
+        doc["reference_input"] = reference
     _print_json(doc)
     return 0
 

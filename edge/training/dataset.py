@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import yaml
 
+from edge.engines.model import INPUT_KIND_KEY, REFERENCE_COMPOSITE
 from edge.errors import DatasetError
 from edge.reference import compose
 
@@ -293,20 +294,28 @@ def write_yolo_dataset(
         good[split] = sum(1 for s in samples if not s.boxes)
         groups[split] = sorted({s.group for s in samples})
     data_yaml = out_dir / "data.yaml"
-    data_yaml.write_text(
-        yaml.safe_dump(
-            {
-                "path": str(out_dir.resolve()),
-                "train": "images/train",
-                "val": "images/val",
-                "names": dict(enumerate(class_names)),
-            },
-            sort_keys=False,
-        )
-    )
+    doc: dict[str, object] = {
+        "path": str(out_dir.resolve()),
+        "train": "images/train",
+        "val": "images/val",
+        "names": dict(enumerate(class_names)),
+    }
+    if any(s.reference is not None for samples in splits.values() for s in samples):
+        doc[INPUT_KIND_KEY] = REFERENCE_COMPOSITE  # `train --export` marks the model with it
+    data_yaml.write_text(yaml.safe_dump(doc, sort_keys=False))
     report = ConvertReport(out_dir, data_yaml, counts, boxes, good, groups)
     log.info("wrote %s: %s", out_dir, report.as_dict())
     return report
+
+
+def dataset_input_kind(data_yaml: Path) -> str | None:
+    """What a converted dataset's images are: `REFERENCE_COMPOSITE`, or None for plain frames."""
+    try:
+        doc = yaml.safe_load(data_yaml.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise DatasetError(f"{data_yaml}: cannot read ({exc})") from exc
+    kind = doc.get(INPUT_KIND_KEY) if isinstance(doc, dict) else None
+    return str(kind) if kind is not None else None
 
 
 def write_reference_composite(sample: Sample, dst: Path) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge.engines.model import mark_reference_input
 from edge.errors import EdgeInspectError
 
 log = logging.getLogger(__name__)
@@ -131,13 +132,19 @@ def train(opts: TrainOptions) -> Path:
     return best if best.is_file() else last
 
 
-def export_onnx(checkpoint: Path, out: Path, imgsz: int, half: bool = False) -> Path:
-    """Export a checkpoint to ONNX (opset 17, static batch 1) with Ultralytics metadata."""
+def export_onnx(checkpoint: Path, out: Path, imgsz: int, half: bool = False, reference: bool = False) -> Path:
+    """Export a checkpoint to ONNX (opset 17, static batch 1) with Ultralytics metadata.
+
+    `reference`: the model was trained on golden-reference composites; say so in its metadata,
+    so the service composes each frame with its reference before inference.
+    """
     ultralytics = _require_ultralytics()
     model = ultralytics.YOLO(str(checkpoint))
     produced = Path(model.export(format="onnx", imgsz=imgsz, opset=17, simplify=True, dynamic=False, half=half))
     out.parent.mkdir(parents=True, exist_ok=True)
     if produced.resolve() != out.resolve():  # Ultralytics writes it beside the checkpoint
         shutil.copyfile(produced, out)
+    if reference:
+        mark_reference_input(out)
     log.info("exported %s -> %s", checkpoint, out)
     return out

@@ -16,6 +16,7 @@ from edge.training.cli import add_commands
 from edge.training.dataset import (
     DEEPPCB_CLASSES,
     convert,
+    dataset_input_kind,
     image_groups,
     load_deeppcb,
     parse_deeppcb_annotation,
@@ -268,5 +269,7 @@ def test_reference_pairs_are_composites_and_repaired_good_parts(tmp_path: Path) 
     assert good[500, 500, 2] == 255 and not good[100:150, 100:140, 2].any()
     labels = label_files(tmp_path / "out", "val")
     assert labels["group10000_10000000_good"] == "" and labels["group10000_10000000_test"].startswith("1 ")
+    assert dataset_input_kind(report.data_yaml) == "reference-composite"  # `train --export` marks the model
+    assert dataset_input_kind(convert(src, tmp_path / "plain", val_groups=["group10000"]).data_yaml) is None
     with pytest.raises(DatasetError, match="DeepPCB"):
         convert(make_voc(tmp_path / "voc"), tmp_path / "o2", fmt="voc", class_names=["a"], reference=True)

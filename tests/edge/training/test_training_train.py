@@ -116,3 +116,23 @@ def test_export_copies_to_out_or_leaves_it_where_ultralytics_wrote_it(recorded: 
     ((_, kw),) = recorded
     assert kw["export"]["imgsz"] == 320 and kw["export"]["format"] == "onnx" and kw["export"]["dynamic"] is False
     assert export_onnx(ckpt, tmp_path / "m.onnx", 320) == tmp_path / "m.onnx"  # the same file: no copy onto itself
+
+
+def test_export_marks_a_model_trained_on_reference_composites(
+    recorded: list, tmp_path: Path, model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from edge.engines.model import read_model_info
+
+    def export(self: RecordingYOLO, **kwargs: Any) -> str:  # a real ONNX file this time
+        produced = Path(self.model).with_suffix(".onnx")
+        shutil.copyfile(model_path, produced)
+        return str(produced)
+
+    monkeypatch.setattr(RecordingYOLO, "export", export)
+    ckpt = tmp_path / "m.pt"
+    ckpt.write_bytes(b"")
+    assert read_model_info(export_onnx(ckpt, tmp_path / "plain.onnx", 320)).reference_input is False
+    marked = export_onnx(ckpt, tmp_path / "ref.onnx", 320, reference=True)
+    assert read_model_info(marked).reference_input is True
