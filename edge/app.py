@@ -111,6 +111,8 @@ def build_service(cfg: LoadedConfig, max_frames: int | None = None) -> Service:
             rules,
             DecodeSettings(cfg.engine.confidence, cfg.engine.iou, cfg.engine.max_detections),
             load_references(cfg, info),
+            align_max_shift_px=cfg.app.reference_align.max_shift_px,
+            align_min_response=cfg.app.reference_align.min_response,
         )
         cameras = [c.build(cfg.base_dir) for c in cfg.cameras]
         sinks = [s.build(cfg.base_dir) for s in cfg.sinks]

@@ -41,6 +41,23 @@ class PipelineConfig(BaseModel):
     )
 
 
+class ReferenceAlignConfig(BaseModel):
+    """The `reference_align:` section: correct a part's shift against its golden reference."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_shift_px: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Largest shift (px, either axis) between a frame and its reference to correct "
+        "before composing (phase correlation, whole pixels); 0: off, frames are aligned already.",
+    )
+    min_response: float = Field(
+        0.05, ge=0, le=1, description="Weakest correlation peak trusted as a shift (else none is applied)."
+    )
+
+
 class AppConfig(BaseModel):
     """The top level; plugin sections stay raw here and are validated by their own models."""
 
@@ -56,6 +73,9 @@ class AppConfig(BaseModel):
         default_factory=lambda: [{"type": "log"}], description="Where verdicts go (default: the log)."
     )
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus endpoint.")
+    reference_align: ReferenceAlignConfig = Field(
+        default_factory=ReferenceAlignConfig, description="Golden-reference models: shift correction."
+    )
     references: dict[str, str] = Field(
         default_factory=dict,
         description="For a golden-reference model: camera name -> its defect-free reference image "

@@ -28,7 +28,7 @@ from edge.engines.letterbox import Preprocessor
 from edge.engines.yolo import Decoder
 from edge.errors import CameraError, CameraLostError, CameraNodeError
 from edge.metrics import PipelineMetrics
-from edge.reference import compose
+from edge.reference import ReferenceAligner, compose
 from edge.ring import Ring, Slot
 from edge.sinks.base import Sink
 from edge.stats import PipelineStats
@@ -62,7 +62,8 @@ class Inspector:
 
     For a golden-reference model (`info.reference_input`) each frame is first composed with its
     reference (`edge.reference.compose`): the frame's own (`Frame.reference`) or its camera's
-    fixed one from `references`, into buffers kept per batch item and frame size.
+    fixed one from `references`, into buffers kept per batch item and frame size; with
+    `align_max_shift_px` the reference is first shifted onto the frame (`ReferenceAligner`).
     """
 
     def __init__(
@@ -72,6 +73,8 @@ class Inspector:
         rules: CompiledRules,
         settings: DecodeSettings,
         references: Mapping[str, np.ndarray] | None = None,
+        align_max_shift_px: int = 0,
+        align_min_response: float = 0.05,
     ) -> None:
         self.engine = engine
         self.info = info
@@ -85,6 +88,11 @@ class Inspector:
         self._composites: list[dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]] = [
             {} for _ in range(self.batch)
         ]
+        self.aligners = (
+            [ReferenceAligner(align_max_shift_px, align_min_response) for _ in range(self.batch)]
+            if align_max_shift_px > 0 and info.reference_input
+            else None
+        )
         self.decode = Decoder(
             info,
             conf=min(settings.confidence, rules.min_confidence()),
@@ -123,6 +131,8 @@ class Inspector:
         if buffers is None:
             buffers = (np.empty((*hw, 3), np.uint8), np.empty(hw, np.uint8))
             self._composites[item][hw] = buffers
+        if self.aligners is not None:
+            reference = self.aligners[item].align(frame.array, reference)
         return compose(frame.array, reference, *buffers)
 
 

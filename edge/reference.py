@@ -87,3 +87,93 @@ def check_input_kind(image: np.ndarray, reference_model: bool, where: Path) -> N
             f"{where}: a golden-reference composite, but the model takes plain frames; "
             "evaluate it on a dataset converted without --reference"
         )
+
+
+class ReferenceAligner:
+    """Finds how far a part image is shifted against its reference and shifts the reference to
+    match, before `compose` (a composite of misaligned images lights up every edge).
+
+    Translation only, in whole pixels. Phase correlation (`cv2.phaseCorrelate`, Hann-windowed,
+    on float32 copies) proposes a shift; PCB artwork repeats (parallel traces, pad rows), so its
+    peak can sit a period away from the truth, and the proposal, its 8 neighbours and no shift
+    at all are scored by the mean absolute difference of the two images over their common
+    interior; the lowest wins (no shift on a tie). A proposal beyond `max_shift_px` on either
+    axis, or a correlation peak weaker than `min_response`, leaves only "no shift".
+    The reference is moved, not the part, so detections stay in the frame's own pixels; the
+    edge it uncovers repeats the reference's border. Buffers are kept per image size (and the
+    float copy per reference array), so steady state allocates no arrays in Python.
+    """
+
+    def __init__(self, max_shift_px: int, min_response: float = 0.05) -> None:
+        if max_shift_px < 1:
+            raise ValueError("max_shift_px must be at least 1")
+        self.max_shift_px = max_shift_px
+        self.min_response = min_response
+        self.last_shift: tuple[int, int] = (0, 0)
+        self._sized: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._float_refs: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id -> (reference, float copy)
+        self._matrix = np.zeros((2, 3), np.float64)
+
+    def _buffers(self, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        found = self._sized.get(hw)
+        if found is None:
+            window = cv2.createHanningWindow((hw[1], hw[0]), cv2.CV_32F)
+            found = (np.empty(hw, np.float32), window, np.empty(hw, np.uint8))
+            self._sized[hw] = found
+        return found
+
+    def _float_reference(self, reference: np.ndarray) -> np.ndarray:
+        held = self._float_refs.get(id(reference))
+        if held is None or held[0] is not reference:
+            held = (reference, reference.astype(np.float32))
+            if len(self._float_refs) >= 256:  # references come and go (replay sets): bounded
+                self._float_refs.clear()
+            self._float_refs[id(reference)] = held
+        return held[1]
+
+    def estimate(self, part: np.ndarray, reference: np.ndarray) -> tuple[int, int]:
+        """(dx, dy): the part's content sits (dx, dy) pixels from where it is in the reference."""
+        p = as_grey(part, what="part image")
+        r = as_grey(reference, what="reference image")
+        if p.shape != r.shape:
+            raise CameraError(f"part image {p.shape[::-1]} and reference {r.shape[::-1]} (w, h) differ in size")
+        fpart, window, _ = self._buffers((int(p.shape[0]), int(p.shape[1])))
+        np.copyto(fpart, p)
+        fref = self._float_reference(r)
+        (dx, dy), response = cv2.phaseCorrelate(fref, fpart, window)
+        sx, sy = int(round(dx)), int(round(dy))
+        if response < self.min_response or max(abs(sx), abs(sy)) > self.max_shift_px:
+            return (0, 0)
+        m = self.max_shift_px
+        h, w = p.shape
+        if h <= 2 * m or w <= 2 * m:
+            return (0, 0)
+        inner = p[m : h - m, m : w - m]
+
+        def cost(cx: int, cy: int) -> float:  # part[y, x] against reference[y - cy, x - cx]
+            return float(cv2.norm(inner, r[m - cy : h - m - cy, m - cx : w - m - cx], cv2.NORM_L1))
+
+        best, best_cost = (0, 0), cost(0, 0)
+        for cy in (sy - 1, sy, sy + 1):
+            for cx in (sx - 1, sx, sx + 1):
+                if (cx, cy) != (0, 0) and max(abs(cx), abs(cy)) <= m:
+                    c = cost(cx, cy)
+                    if c < best_cost:
+                        best, best_cost = (cx, cy), c
+        return best
+
+    def align(self, part: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """The reference moved onto the part (grey, one buffer per size, valid until the next call)."""
+        shift = self.estimate(part, reference)
+        self.last_shift = shift
+        r = as_grey(reference, what="reference image")
+        if shift == (0, 0):
+            return r
+        _, _, moved = self._buffers((int(r.shape[0]), int(r.shape[1])))
+        m = self._matrix
+        m[0, 0] = m[1, 1] = 1.0
+        m[0, 2], m[1, 2] = shift
+        cv2.warpAffine(
+            r, m, (r.shape[1], r.shape[0]), dst=moved, flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE
+        )
+        return moved

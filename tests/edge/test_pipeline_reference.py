@@ -169,3 +169,29 @@ def test_composites_reuse_their_buffers(tmp_path: Path) -> None:
         seen.append(tuple(id(b) for b in inspector._composites[0][(48, 64)]))
     assert len(set(seen)) == 1 and len(inspector._composites[0]) == 1
     service.engine.close()
+
+
+def test_a_shifted_part_passes_once_the_reference_is_aligned(tmp_path: Path) -> None:
+    """The same good board, 3 px off its golden reference: every edge differs (REJECT) until
+    `reference_align` moves the reference onto it (PASS); a real defect still fails."""
+    model = difference_detector(tmp_path / "diff.onnx")
+    rng = np.random.default_rng(5)
+    golden = np.kron(rng.integers(0, 2, (6, 8)).astype(np.uint8) * 255, np.ones((8, 8), np.uint8))
+    cv2.imwrite(str(tmp_path / "golden.png"), golden)
+    moved = cv2.warpAffine(
+        golden, np.float32([[1, 0, 3], [0, 1, -2]]), (64, 48), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE
+    )
+    (tmp_path / "parts").mkdir()
+    cv2.imwrite(str(tmp_path / "parts" / "a_shifted_good.png"), moved)
+    defect = moved.copy()
+    defect[8:40, 8:56] = 255 - defect[8:40, 8:56]  # a large flaw
+    cv2.imwrite(str(tmp_path / "parts" / "b_shifted_defect.png"), defect)
+    camera = {"path": str(tmp_path / "parts"), "loop": False}
+    refs = {"line1": "golden.png"}
+    # the model's score is the mean difference over its input, letterbox grey included (~0.11)
+    decision = {"min_confidence": 0.2, "thresholds_file": None}
+    plain = run_verdicts(service_config(model, camera, references=refs, decision=decision), 2, tmp_path)
+    assert plain == {"a_shifted_good": VerdictKind.REJECT, "b_shifted_defect": VerdictKind.REJECT}
+    text = service_config(model, camera, references=refs, decision=decision, reference_align={"max_shift_px": 4})
+    aligned = run_verdicts(text, 2, tmp_path)
+    assert aligned == {"a_shifted_good": VerdictKind.PASS, "b_shifted_defect": VerdictKind.REJECT}

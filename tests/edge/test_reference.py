@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import tracemalloc
 
+import cv2
 import numpy as np
 import pytest
 
 from edge.errors import CameraError
-from edge.reference import compose
+from edge.reference import ReferenceAligner, compose
 
 
 def test_channels_are_part_reference_difference() -> None:
@@ -55,3 +56,56 @@ def test_errors_name_what_is_wrong() -> None:
         compose(grey, grey, np.zeros((8, 8, 4), np.uint8))
     with pytest.raises(ValueError, match="scratch must be"):
         compose(grey, grey, np.zeros((8, 8, 3), np.uint8), np.zeros((8, 9), np.uint8))
+
+
+def board(seed: int = 0, hw: tuple[int, int] = (96, 128)) -> np.ndarray:
+    """A binary, board-like texture: random 8 px blocks of copper (255) and substrate (0)."""
+    blocks = np.random.default_rng(seed).integers(0, 2, (hw[0] // 8, hw[1] // 8)).astype(np.uint8) * 255
+    return np.kron(blocks, np.ones((8, 8), np.uint8))
+
+
+def shifted(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    m = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(image, m, image.shape[::-1], flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+
+
+@pytest.mark.parametrize(("dx", "dy"), [(0, 0), (1, 0), (0, -1), (3, -2), (-5, 4), (6, 6)])
+def test_aligner_moves_the_reference_onto_the_part(dx: int, dy: int) -> None:
+    ref = board()
+    part = shifted(ref, dx, dy)
+    aligner = ReferenceAligner(max_shift_px=6)
+    moved = aligner.align(part, ref)
+    assert aligner.last_shift == (dx, dy)
+    np.testing.assert_array_equal(moved, part)  # the uncovered edge repeats the border, as the part's
+    assert not compose(part, moved)[..., 2].any()
+
+
+def test_aligner_leaves_shifts_it_cannot_trust() -> None:
+    ref = board()
+    aligner = ReferenceAligner(max_shift_px=4)
+    assert aligner.align(shifted(ref, 7, 0), ref) is ref and aligner.last_shift == (0, 0)  # beyond max
+    noise = np.random.default_rng(9).integers(0, 256, ref.shape, dtype=np.uint8)
+    assert ReferenceAligner(4, min_response=0.5).estimate(noise, ref) == (0, 0)  # no clear peak
+    with pytest.raises(CameraError, match="differ in size"):
+        aligner.align(ref[:, :64], ref)
+    with pytest.raises(ValueError, match="at least 1"):
+        ReferenceAligner(0)
+
+
+def test_aligner_allocates_no_arrays_in_steady_state() -> None:
+    ref = board()
+    parts = [shifted(ref, 2, 1), shifted(ref, -1, 3)]
+    aligner = ReferenceAligner(max_shift_px=6)
+    for part in parts:
+        aligner.align(part, ref)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(50):
+            for part in parts:
+                aligner.align(part, ref)
+        grown = tracemalloc.get_traced_memory()[0] - base
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert grown <= 512 and peak < ref.nbytes  # not even one image-sized array per call
