@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 DEFAULT_PART_CONF = 0.25
+DEEPPCB_IOU = np.array([0.33])  # the DeepPCB paper scores a detection right at IoU >= 0.33
 ThresholdSpec = None | str | Path | float | Thresholds | Mapping[str, float]
 
 
@@ -144,6 +145,7 @@ class EvalResult:
     maxconf: np.ndarray  # float32 (n_images, n_classes)
     box: BoxMetrics
     part: PartMetrics
+    map33: float  # mAP at IoU 0.33, the DeepPCB paper's protocol (its detector: 98.6%)
     thresholds: np.ndarray  # (n_classes,) in force for part metrics and the confusion matrix
     thresholds_source: str
     confusion: np.ndarray  # (nc+1, nc+1) [predicted, true], background last
@@ -161,7 +163,12 @@ class EvalResult:
             "split": self.split,
             "images": len(self.images),
             "instances": int(self.box.labels.sum()),
-            "box": {"conf": self.conf, "iou_nms": self.iou, **self.box.to_dict(self.names)},
+            "box": {
+                "conf": self.conf,
+                "iou_nms": self.iou,
+                **self.box.to_dict(self.names),
+                "mAP33": round(self.map33, 6),
+            },
             "part": {
                 **self.part.to_dict(),
                 "thresholds": {n: round(float(t), 6) for n, t in zip(self.names, self.thresholds, strict=True)},
@@ -263,6 +270,7 @@ def evaluate(
         pre = Preprocessor(engine.input_buffer()[0])
         decode_fn = decode_multilabel if multi_label else decode
         stats = BoxStats(nc)
+        stats33 = BoxStats(nc, DEEPPCB_IOU)
         n = len(sd.images)
         maxconf = np.zeros((n, nc), np.float32)
         defective = np.zeros(n, bool)
@@ -289,6 +297,7 @@ def evaluate(
             t_pre, t_inf, t_post = t_pre + t1 - t0, t_inf + t2 - t1, t_post + t3 - t2
             defective[i] = gt_cls.size > 0
             stats.add(dets.boxes, dets.scores, dets.classes, gt_boxes, gt_cls)
+            stats33.add(dets.boxes, dets.scores, dets.classes, gt_boxes, gt_cls)
             confusion_update(confusion, dets.boxes, dets.scores, dets.classes, gt_boxes, gt_cls, thr)
     finally:
         engine.close()
@@ -305,6 +314,7 @@ def evaluate(
         defective=defective,
         maxconf=maxconf,
         box=stats.compute(),
+        map33=stats33.compute().map50,  # its only IoU threshold is 0.33
         part=part_metrics(maxconf, defective, thr),
         thresholds=thr,
         thresholds_source=thr_source,
