@@ -82,6 +82,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="golden-reference pairs: each image is the composite (part, template, difference); "
         "good parts are test images with their defects repaired from the template",
     )
+    conv.add_argument(
+        "--align-px",
+        type=int,
+        default=0,
+        help="with --reference: align each pair (whole pixels, up to N) before composing, as the "
+        "service does with reference_align.max_shift_px N",
+    )
     conv.set_defaults(func=_guarded(cmd_dataset_convert))
 
     tr = subparsers.add_parser("train", help="train a YOLO model (needs the 'train' extra); resumes")
@@ -161,6 +168,7 @@ def cmd_dataset_convert(args: argparse.Namespace) -> int:
         include_templates=not args.no_templates,
         train_good_fraction=args.train_good_fraction,
         reference=args.reference,
+        align_px=args.align_px,
     )
     _print_json(report.as_dict())
     return 0

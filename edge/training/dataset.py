@@ -21,7 +21,7 @@ import yaml
 
 from edge.engines.model import INPUT_KIND_KEY, REFERENCE_COMPOSITE
 from edge.errors import DatasetError
-from edge.reference import compose
+from edge.reference import ReferenceAligner, compose
 
 log = logging.getLogger(__name__)
 
@@ -267,9 +267,13 @@ def yolo_label_lines(sample: Sample) -> list[str]:
 
 
 def write_yolo_dataset(
-    splits: dict[str, list[Sample]], out_dir: Path, class_names: Sequence[str]
+    splits: dict[str, list[Sample]], out_dir: Path, class_names: Sequence[str], align_px: int = 0
 ) -> ConvertReport:
-    """Write `images/<split>/`, `labels/<split>/` and `data.yaml` under out_dir."""
+    """Write `images/<split>/`, `labels/<split>/` and `data.yaml` under out_dir.
+
+    `align_px` > 0: reference pairs are aligned (whole pixels, up to that shift) before composing.
+    """
+    aligner = ReferenceAligner(align_px) if align_px > 0 else None
     if out_dir.exists():
         shutil.rmtree(out_dir)
     counts: dict[str, int] = {}
@@ -286,7 +290,7 @@ def write_yolo_dataset(
             if s.reference is None:
                 shutil.copyfile(s.image, img_dir / f"{name}{s.image.suffix.lower()}")
             else:
-                write_reference_composite(s, img_dir / f"{name}.png")
+                write_reference_composite(s, img_dir / f"{name}.png", aligner)
             lines = yolo_label_lines(s)
             (lbl_dir / f"{name}.txt").write_text("".join(line + "\n" for line in lines))
         counts[split] = len(samples)
@@ -302,6 +306,8 @@ def write_yolo_dataset(
     }
     if any(s.reference is not None for samples in splits.values() for s in samples):
         doc[INPUT_KIND_KEY] = REFERENCE_COMPOSITE  # `train --export` marks the model with it
+        if align_px:
+            doc["reference_align_px"] = align_px  # serve with reference_align.max_shift_px alike
     data_yaml.write_text(yaml.safe_dump(doc, sort_keys=False))
     report = ConvertReport(out_dir, data_yaml, counts, boxes, good, groups)
     log.info("wrote %s: %s", out_dir, report.as_dict())
@@ -318,13 +324,16 @@ def dataset_input_kind(data_yaml: Path) -> str | None:
     return str(kind) if kind is not None else None
 
 
-def write_reference_composite(sample: Sample, dst: Path) -> None:
-    """Write a pair sample's composite (part, reference, difference) as a lossless PNG."""
+def write_reference_composite(sample: Sample, dst: Path, aligner: ReferenceAligner | None = None) -> None:
+    """Write a pair sample's composite (part, reference, difference) as a lossless PNG; with an
+    `aligner`, the reference is first moved onto the part (as the service's `reference_align`)."""
     assert sample.reference is not None
     part = cv2.imread(str(sample.image), cv2.IMREAD_GRAYSCALE)
     ref = cv2.imread(str(sample.reference), cv2.IMREAD_GRAYSCALE)
     if part is None or ref is None:
         raise DatasetError(f"cannot read {sample.image if part is None else sample.reference}")
+    if aligner is not None:
+        ref = aligner.align(part, ref).copy()
     for b in sample.repair:
         x1, y1 = max(int(b.x1), 0), max(int(b.y1), 0)
         x2, y2 = min(int(np.ceil(b.x2)), part.shape[1]), min(int(np.ceil(b.y2)), part.shape[0])
@@ -342,13 +351,17 @@ def convert(
     include_templates: bool = True,
     train_good_fraction: float = 1.0,
     reference: bool = False,
+    align_px: int = 0,
 ) -> ConvertReport:
     """Convert a DeepPCB or VOC folder into a split YOLO dataset under out_dir.
 
     `train_good_fraction` keeps that share of the good parts (backgrounds) in the training
     split, evenly spaced, to cut training cost; validation always keeps all of them.
-    `reference` (DeepPCB only) writes golden-reference composites (see `load_deeppcb`).
+    `reference` (DeepPCB only) writes golden-reference composites (see `load_deeppcb`), with
+    `align_px` > 0 each pair aligned first (up to that many pixels).
     """
+    if align_px and not reference:
+        raise DatasetError("--align-px aligns golden-reference pairs; it needs --reference")
     if reference and fmt != "deeppcb":
         raise DatasetError("golden-reference pairs (--reference) come from DeepPCB's templates; use --format deeppcb")
     if fmt == "deeppcb":
@@ -371,7 +384,7 @@ def convert(
         raise DatasetError(f"{source}: no samples found")
     splits = split_by_group(samples, vg)
     splits["train"] = thin_good_parts(splits["train"], train_good_fraction)
-    return write_yolo_dataset(splits, out_dir, names)
+    return write_yolo_dataset(splits, out_dir, names, align_px=align_px)
 
 
 def thin_good_parts(samples: Sequence[Sample], fraction: float) -> list[Sample]:

@@ -273,3 +273,24 @@ def test_reference_pairs_are_composites_and_repaired_good_parts(tmp_path: Path) 
     assert dataset_input_kind(convert(src, tmp_path / "plain", val_groups=["group10000"]).data_yaml) is None
     with pytest.raises(DatasetError, match="DeepPCB"):
         convert(make_voc(tmp_path / "voc"), tmp_path / "o2", fmt="voc", class_names=["a"], reference=True)
+
+
+def test_reference_pairs_can_be_aligned_first(tmp_path: Path) -> None:
+    src = make_deeppcb(tmp_path / "src", {"group10000": {"10000000": ["100 100 140 150 2"]}})
+    folder = src / "images" / "group10000" / "10000"
+    blocks = np.random.default_rng(2).integers(0, 2, (80, 80)).astype(np.uint8) * 255
+    template = np.kron(blocks, np.ones((8, 8), np.uint8))
+    m = np.float32([[1, 0, 2], [0, 1, -1]])  # the board sits 2 px right, 1 px up of its template
+    test = cv2.warpAffine(template, m, (640, 640), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+    for name, image in (("10000000_temp", template), ("10000000_test", test)):
+        cv2.imwrite(str(folder / f"{name}.png"), image)
+        (folder / f"{name}.png").replace(folder / f"{name}.jpg")
+    val = tmp_path / "a" / "images" / "val"
+    report = convert(src, tmp_path / "a", val_groups=["group10000"], reference=True, align_px=4)
+    assert yaml.safe_load(report.data_yaml.read_text())["reference_align_px"] == 4
+    assert not cv2.imread(str(val / "group10000_10000000_test.png"))[..., 2].any()  # aligned: no difference
+    raw = tmp_path / "b" / "images" / "val"
+    convert(src, tmp_path / "b", val_groups=["group10000"], reference=True)
+    assert cv2.imread(str(raw / "group10000_10000000_test.png"))[..., 2].mean() > 20  # every edge differs
+    with pytest.raises(DatasetError, match="needs --reference"):
+        convert(src, tmp_path / "c", val_groups=["group10000"], align_px=4)
