@@ -22,7 +22,10 @@ from edge.errors import ModelError
 
 Dim = int | None  # a static size, or None where the dimension is dynamic
 
-METADATA_KEYS = ("names", "imgsz", "stride", "task", "batch", "channels", "end2end")
+# What the model's input is, where it is not the camera frame itself (absent: the frame).
+INPUT_KIND_KEY = "edge_inspect_input"
+REFERENCE_COMPOSITE = "reference-composite"
+METADATA_KEYS = ("names", "imgsz", "stride", "task", "batch", "channels", "end2end", INPUT_KIND_KEY)
 
 
 def file_sha256(*paths: str | Path) -> str:
@@ -96,11 +99,6 @@ def _imgsz(metadata: Mapping[str, str], where: str) -> tuple[int, int] | None:
     if isinstance(v, list | tuple) and len(v) == 2 and all(isinstance(x, int) for x in v):
         return (int(v[0]), int(v[1]))
     raise ModelError(f"{where}: metadata 'imgsz' must be an int or [h, w], got {metadata['imgsz']!r}")
-
-
-# What the model's input is, where it is not the camera frame itself (absent: the frame).
-INPUT_KIND_KEY = "edge_inspect_input"
-REFERENCE_COMPOSITE = "reference-composite"
 
 
 def _reference_input(metadata: Mapping[str, str], channels: int, where: str) -> bool:

@@ -127,6 +127,16 @@ def test_ir_metadata_from_rt_info(
     engine.close()
 
 
+def test_ir_keeps_the_reference_input_kind(tiny_model: TinyModel, ultra_metadata: Meta, tmp_path: Path) -> None:
+    """An INT8 IR of a golden-reference model is still one (the quantizer copies the metadata)."""
+    onnx_path = tiny_model(num_classes=2, metadata={})
+    md = {**ultra_metadata(["scratch", "dent"], (32, 32)), "edge_inspect_input": "reference-composite"}
+    xml = save_ir(onnx_path, tmp_path / "ir" / "ref.xml", metadata=md, strip=True)
+    engine = OpenVinoEngineConfig(model=str(xml), warmup=0).build(Path("."))
+    assert engine.load().reference_input is True
+    engine.close()
+
+
 def test_ir_metadata_ultralytics_labels(tiny_model: TinyModel, tmp_path: Path) -> None:
     stripped = save_ir(tiny_model(num_classes=2, metadata={}), tmp_path / "s.xml", strip=True)
     model = ov.Core().read_model(str(stripped))
