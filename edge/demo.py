@@ -7,11 +7,12 @@ from pathlib import Path
 import yaml
 
 from edge.config import LoadedConfig, parse_config
+from edge.engines.model import read_model_info
 from edge.errors import ConfigError
 
 DEMO_DATA = Path(__file__).resolve().parent / "demo_data"
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-DEFAULT_MODEL = "pcb-yolo11n-320.onnx"
+DEFAULT_MODEL = "pcb-ref-yolo11n-320.onnx"  # golden-reference model; the frame-only one: pcb-yolo11n-320.onnx
 
 
 def default_model() -> Path:
@@ -28,21 +29,26 @@ def demo_config_dict(
     rate_ppm: float = 1200.0,
     metrics_port: int = 0,
 ) -> dict[str, object]:
-    """The demo's config as a plain mapping (what a user would write in YAML)."""
+    """The demo's config as a plain mapping (what a user would write in YAML).
+
+    A golden-reference model replays each board against its reference (`demo_data/references`).
+    """
+    model_path = (model or default_model()).resolve()
+    camera: dict[str, object] = {
+        "type": "replay",
+        "name": "line1",
+        "path": str(DEMO_DATA / "images"),
+        "rate_ppm": rate_ppm,
+        "loop": True,
+        "labels": "yolo",
+        "labels_dir": str(DEMO_DATA / "labels"),
+    }
+    if read_model_info(model_path).reference_input:
+        camera["references"] = str(DEMO_DATA / "references")
     return {
         "version": "demo",
-        "cameras": [
-            {
-                "type": "replay",
-                "name": "line1",
-                "path": str(DEMO_DATA / "images"),
-                "rate_ppm": rate_ppm,
-                "loop": True,
-                "labels": "yolo",
-                "labels_dir": str(DEMO_DATA / "labels"),
-            }
-        ],
-        "engine": {"type": engine, "model": str((model or default_model()).resolve())},
+        "cameras": [camera],
+        "engine": {"type": engine, "model": str(model_path)},
         "decision": {"min_confidence": 0.25, "thresholds_file": "auto"},
         "pipeline": {"budget_ms": 250, "ring_slots": 8},
         "sinks": [

@@ -11,7 +11,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO.parent / "shared").resolve()
 DEEPPCB = SHARED / "datasets" / "deeppcb"
-MODEL = REPO / "models" / "pcb-yolo11n-320.onnx"
+MODEL = REPO / "models" / "pcb-yolo11n-320.onnx"  # frame-only
+REFERENCE_MODEL = REPO / "models" / "pcb-ref-yolo11n-320.onnx"  # golden-reference composites
 DEMO_DATA = REPO / "edge" / "demo_data"
 
 
@@ -25,6 +26,18 @@ def model_path() -> Path:
     if not MODEL.is_file():
         pytest.fail(f"the shipped model {MODEL} is missing")
     return MODEL
+
+
+@pytest.fixture(scope="session")
+def reference_model_path() -> Path:
+    if not REFERENCE_MODEL.is_file():
+        pytest.fail(f"the shipped golden-reference model {REFERENCE_MODEL} is missing")
+    return REFERENCE_MODEL
+
+
+@pytest.fixture(scope="session")
+def demo_references() -> Path:
+    return DEMO_DATA / "references"
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,107 @@
+"""The shipped golden-reference model: it describes itself, is calibrated, finds real defects
+against each board's reference and passes boards whose defects were repaired."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.engines.letterbox import Preprocessor
+from edge.engines.model import model_id_of, read_model_info
+from edge.engines.onnxruntime import OnnxRuntimeEngineConfig
+from edge.engines.yolo import Decoder
+from edge.reference import compose
+from edge.thresholds import load_thresholds, sidecar_path
+from edge.training.dataset import DEEPPCB_CLASSES
+
+
+def pixel_boxes(label: Path, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+    truth = np.loadtxt(label, ndmin=2)
+    cx, cy, bw, bh = truth[:, 1] * w, truth[:, 2] * h, truth[:, 3] * w, truth[:, 4] * h
+    return truth[:, 0].astype(int), np.column_stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2])
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+@pytest.fixture(scope="module")
+def boards(demo_images: Path, demo_references: Path, demo_labels: Path) -> list[tuple[np.ndarray, np.ndarray, Path]]:
+    """(board under test, its reference, its label file) for every defective demo board."""
+    out = []
+    for image in sorted(demo_images.glob("*_test.jpg")):
+        board = image.stem.removesuffix("_test")
+        test = cv2.imread(str(image), cv2.IMREAD_GRAYSCALE)
+        ref = cv2.imread(str(demo_references / f"{board}.jpg"), cv2.IMREAD_GRAYSCALE)
+        out.append((test, ref, demo_labels / f"{image.stem}.txt"))
+    assert len(out) == 30
+    return out
+
+
+def test_model_is_small_and_describes_itself(reference_model_path: Path) -> None:
+    assert reference_model_path.stat().st_size <= 15 * 1024 * 1024
+    info = read_model_info(reference_model_path)
+    assert info.reference_input and info.names == DEEPPCB_CLASSES and info.channels == 3
+    card = reference_model_path.with_suffix(".md")
+    assert card.is_file() and info.model_id in card.read_text()
+    th = load_thresholds(sidecar_path(reference_model_path), reference_model_path)
+    assert th.model_id == model_id_of(reference_model_path) and set(th.thresholds) == set(DEEPPCB_CLASSES)
+
+
+def test_finds_labelled_defects_against_the_reference(
+    reference_model_path: Path, boards: list[tuple[np.ndarray, np.ndarray, Path]]
+) -> None:
+    engine = OnnxRuntimeEngineConfig(model=str(reference_model_path)).build(Path("."))
+    info = engine.load()
+    pre = Preprocessor(engine.input_buffer()[0])
+    decode = Decoder(info, conf=0.25, iou=0.7)
+    found = total = boards_hit = 0
+    for test, ref, label in boards:
+        classes, boxes = pixel_boxes(label, test.shape[1], test.shape[0])
+        geometry = pre(compose(test, ref))
+        dets = decode(engine.infer(), geometry)
+        hits = sum(
+            any(dets.classes[i] == c and iou(dets.boxes[i], b) >= 0.5 for i in range(len(dets)))
+            for c, b in zip(classes, boxes, strict=True)
+        )
+        found, total, boards_hit = found + hits, total + len(classes), boards_hit + (hits > 0)
+    engine.close()
+    # every board shows its defects: right class, right place (box IoU >= 0.5)
+    assert boards_hit == len(boards)
+    assert found / total >= 0.85, f"found {found} of {total} labelled defects"
+
+
+def test_repaired_boards_pass_and_defective_ones_are_rejected(
+    reference_model_path: Path, boards: list[tuple[np.ndarray, np.ndarray, Path]]
+) -> None:
+    """At the calibrated thresholds: each defective board rejected; the same board with its
+    defect boxes pasted over from the reference (a good part with the capture's noise) passes."""
+    engine = OnnxRuntimeEngineConfig(model=str(reference_model_path)).build(Path("."))
+    info = engine.load()
+    pre = Preprocessor(engine.input_buffer()[0])
+    th = load_thresholds(sidecar_path(reference_model_path), reference_model_path)
+    vec = np.array([th.thresholds[n] for n in info.names])
+    decode = Decoder(info, conf=float(vec.min()), iou=0.7)
+
+    def rejected(part: np.ndarray, ref: np.ndarray) -> bool:
+        geometry = pre(compose(part, ref))
+        dets = decode(engine.infer(), geometry)
+        return bool(np.any(dets.scores >= vec[dets.classes]))
+
+    defective_rejected = good_rejected = 0
+    for test, ref, label in boards:
+        defective_rejected += rejected(test, ref)
+        repaired = test.copy()
+        for x1, y1, x2, y2 in pixel_boxes(label, test.shape[1], test.shape[0])[1]:
+            ys, xs = slice(max(int(y1), 0), int(np.ceil(y2))), slice(max(int(x1), 0), int(np.ceil(x2)))
+            repaired[ys, xs] = ref[ys, xs]
+        good_rejected += rejected(repaired, ref)
+    engine.close()
+    assert defective_rejected == len(boards)
+    assert good_rejected <= 1, f"{good_rejected} of {len(boards)} repaired boards rejected"
