@@ -44,6 +44,18 @@ def test_run_example_for_some_frames(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert len((tmp_path / "verdicts.jsonl").read_text().splitlines()) == 20
 
 
+def test_run_golden_reference_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shipped golden-reference model, each demo board against its reference: the 10 boards
+    under test among the first 20 frames are rejected, their templates pass."""
+    monkeypatch.setenv("EDGE_OUT", str(tmp_path))
+    summary = tmp_path / "s.json"
+    example = EXAMPLES / "golden-reference.yaml"
+    assert main(["run", "-c", str(example), "--frames", "20", "--summary-json", str(summary)]) == 0
+    s = json.loads(summary.read_text())
+    assert s["frames_in"] == 20 and s["verdicts"] == {"pass": 10, "reject": 10, "failsafe": 0}
+    assert s["accuracy"]["part_recall"] == 1.0 and s["accuracy"]["false_reject_rate"] == 0.0
+
+
 def test_run_with_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     p = tmp_path / "bad.yaml"
     p.write_text("cameras: []\nengine: {type: onnxruntime}\n")
