@@ -69,10 +69,12 @@ def load_references(cfg: LoadedConfig, info: ModelInfo) -> dict[str, np.ndarray]
     """
     given = cfg.app.references
     if not info.reference_input:
-        if given:
+        with_refs = [c.name for c in cfg.cameras if getattr(c, "references", None)]
+        if given or with_refs:
+            where = "references" if given else f"cameras {with_refs}: references"
             raise ConfigError(
-                f"references: {info.path} takes camera frames alone, not golden-reference composites; "
-                "remove 'references' or use a golden-reference model"
+                f"{where}: {info.path} takes camera frames alone, not golden-reference composites; "
+                "remove the references or use a golden-reference model"
             )
         return {}
     missing = [

@@ -118,6 +118,9 @@ def test_references_and_models_must_agree(tmp_path: Path) -> None:
     text = service_config(plain, camera, references={"line1": str(tmp_path / "golden.png")})
     with pytest.raises(ConfigError, match="takes camera frames alone"):
         build_service(parse_config(text, "<x>"))
+    text = service_config(plain, {**camera, "references": str(tmp_path / "refs")})
+    with pytest.raises(ConfigError, match=r"cameras \['line1'\]: references: .* takes camera frames alone"):
+        build_service(parse_config(text, "<x>"))
     with pytest.raises(ConfigError, match=r"references name cameras that do not exist: \['line9'\]"):
         parse_config(service_config(ref_model, camera, references={"line9": "golden.png"}), "<x>")
     text = service_config(ref_model, camera, references={"line1": str(tmp_path / "missing.png")})
