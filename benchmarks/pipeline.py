@@ -3,7 +3,9 @@
 Both run in one process, interleaved round by round, on the same frames (the bundled PCB
 images) and the same loaded engine:
 
-- bare loop: letterbox -> engine.infer() -> decode -> decide, back to back, nothing else.
+- bare loop: letterbox -> engine.infer() -> decode -> decide, back to back, nothing else
+  (for a golden-reference model, `--model models/pcb-ref-yolo11n-320.onnx`, each frame is first
+  composed with its board's reference, in both loops).
 - pipeline: replay camera (paced by the pipeline: it waits while `max_in_flight` frames are
   held) -> ring -> worker -> exactly-once gate -> verdict -> stats/metrics (no file sinks).
   Throughput is measured saturated (2 frames in flight: one inferring, one waiting); the
@@ -37,20 +39,30 @@ sys.path.insert(0, str(REPO))
 # runs the same network on composites; its compose step is measured by the pipeline's overhead)
 FRAME_MODEL = REPO / "models" / "pcb-yolo11n-320.onnx"
 
+from cameras.replay import reference_for  # noqa: E402
 from edge.app import build_service  # noqa: E402
 from edge.config import parse_config  # noqa: E402
 from edge.decision import decide  # noqa: E402
 from edge.demo import DEMO_DATA  # noqa: E402
+from edge.engines.model import read_model_info  # noqa: E402
 from edge.pipeline import Inspector  # noqa: E402
+from edge.reference import compose  # noqa: E402
 
 
-def make_config(engine: str, model: Path, frames_dir: Path, in_flight: int) -> Any:
+def make_config(engine: str, model: Path, frames_dir: Path, in_flight: int, references: Path | None = None) -> Any:
+    camera: dict[str, Any] = {
+        "type": "replay",
+        "name": "bench",
+        "path": str(frames_dir),
+        "rate_ppm": 0,
+        "max_in_flight": in_flight,
+    }
+    if references is not None:
+        camera["references"] = str(references)
     text = yaml.safe_dump(
         {
             "version": "bench",
-            "cameras": [
-                {"type": "replay", "name": "bench", "path": str(frames_dir), "rate_ppm": 0, "max_in_flight": in_flight}
-            ],
+            "cameras": [camera],
             "engine": {"type": engine, "model": str(model)},
             "pipeline": {"budget_ms": 1000, "ring_slots": 8},
             "sinks": [],
@@ -60,14 +72,21 @@ def make_config(engine: str, model: Path, frames_dir: Path, in_flight: int) -> A
     return parse_config(text, "<bench>")
 
 
-def bare_loop(inspector: Inspector, images: list[np.ndarray], frames: int) -> dict[str, Any]:
-    """The least a user could write: preprocess, infer, decode, decide, for each frame."""
+def bare_loop(
+    inspector: Inspector, images: list[np.ndarray], frames: int, references: list[np.ndarray] | None = None
+) -> dict[str, Any]:
+    """The least a user could write: (compose with the reference,) preprocess, infer, decode,
+    decide, for each frame."""
     engine_ms = np.zeros(frames)
     total_ms = np.zeros(frames)
+    composite = np.empty((*images[0].shape[:2], 3), np.uint8)
+    scratch = np.empty(images[0].shape[:2], np.uint8)
     t_start = time.perf_counter()
     for i in range(frames):
         img = images[i % len(images)]
         t0 = time.perf_counter()
+        if references is not None:
+            img = compose(img, references[i % len(images)], composite, scratch)
         geom = inspector.preprocess(img)
         t1 = time.perf_counter()
         raw = inspector.engine.infer()
@@ -128,16 +147,24 @@ def main() -> int:
 
     model = args.model or FRAME_MODEL
     frames_dir = DEMO_DATA / "images"
-    images = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted(frames_dir.glob("*.jpg"))]
-    saturated = make_config(args.engine, model, frames_dir, args.in_flight)
-    one_at_a_time = make_config(args.engine, model, frames_dir, 1)
+    paths = sorted(frames_dir.glob("*.jpg"))
+    images = [np.asarray(cv2.imread(str(p), cv2.IMREAD_UNCHANGED)) for p in paths]
+    refs_dir: Path | None = None
+    references: list[np.ndarray] | None = None
+    if read_model_info(model).reference_input:  # each demo board against its golden reference
+        refs_dir = DEMO_DATA / "references"
+        by_stem = {f.stem: f for f in refs_dir.iterdir()}
+        found = [reference_for(p.stem, by_stem) for p in paths]
+        references = [np.asarray(cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)) for f in found if f is not None]
+    saturated = make_config(args.engine, model, frames_dir, args.in_flight, refs_dir)
+    one_at_a_time = make_config(args.engine, model, frames_dir, 1, refs_dir)
     rounds: list[dict[str, Any]] = []
     runtime = "?"
     for r in range(args.rounds):
         service = build_service(saturated, max_frames=args.frames)  # fresh engine load per round
         runtime = getattr(service.engine, "runtime", "?")
         model_info = {"path": str(model), "model_id": service.info.model_id, "input": list(service.info.input_hw)}
-        bare = bare_loop(service.pipeline.inspector, images, args.frames)
+        bare = bare_loop(service.pipeline.inspector, images, args.frames, references)
         pipe = pipeline_run(service, args.frames)
         latency = pipeline_run(build_service(one_at_a_time, max_frames=args.frames), args.frames)
         pipe["overhead_ms_p50"] = latency["overhead_ms_p50"]
