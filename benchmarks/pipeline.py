@@ -154,8 +154,12 @@ def main() -> int:
     if read_model_info(model).reference_input:  # each demo board against its golden reference
         refs_dir = DEMO_DATA / "references"
         by_stem = {f.stem: f for f in refs_dir.iterdir()}
-        found = [reference_for(p.stem, by_stem) for p in paths]
-        references = [np.asarray(cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)) for f in found if f is not None]
+        references = []
+        for p in paths:  # one per frame, in order: a missing one must not shift the rest
+            found = reference_for(p.stem, by_stem)
+            if found is None:
+                raise SystemExit(f"no reference for {p.name} in {refs_dir}")
+            references.append(np.asarray(cv2.imread(str(found), cv2.IMREAD_GRAYSCALE)))
     saturated = make_config(args.engine, model, frames_dir, args.in_flight, refs_dir)
     one_at_a_time = make_config(args.engine, model, frames_dir, 1, refs_dir)
     rounds: list[dict[str, Any]] = []

@@ -68,8 +68,8 @@ def load_references(cfg: LoadedConfig, info: ModelInfo) -> dict[str, np.ndarray]
     from a camera that supplies them (replay `references`); a plain model must have none.
     """
     given = cfg.app.references
+    with_refs = [c.name for c in cfg.cameras if getattr(c, "references", None)]  # per image (replay)
     if not info.reference_input:
-        with_refs = [c.name for c in cfg.cameras if getattr(c, "references", None)]
         if given or with_refs:
             where = "references" if given else f"cameras {with_refs}: references"
             raise ConfigError(
@@ -77,9 +77,7 @@ def load_references(cfg: LoadedConfig, info: ModelInfo) -> dict[str, np.ndarray]
                 "remove the references or use a golden-reference model"
             )
         return {}
-    missing = [
-        c.name for c in cfg.cameras if c.name not in given and not getattr(c, "references", None)
-    ]
+    missing = [c.name for c in cfg.cameras if c.name not in given and c.name not in with_refs]
     if missing:
         raise ConfigError(
             f"{info.path} compares each part with its golden reference: give 'references: {{<camera>: <image>}}' "

@@ -120,7 +120,6 @@ class Inspector:
             out.append(WorkResult(decision, t0, t1, t2, time.monotonic_ns()))
         return out
 
-
     def _composite(self, item: int, frame: Frame) -> np.ndarray:
         """The frame composed with its reference, in batch item `item`'s buffers."""
         reference = frame.reference if frame.reference is not None else self.references.get(frame.camera)

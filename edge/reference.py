@@ -16,14 +16,13 @@ one of each per camera, the reference is loaded once.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from edge.errors import CameraError, DatasetError
-
-CHANNELS = ("part", "reference", "difference")
 
 
 def as_grey(image: np.ndarray, *, what: str = "image") -> np.ndarray:
@@ -37,6 +36,25 @@ def as_grey(image: np.ndarray, *, what: str = "image") -> np.ndarray:
     raise CameraError(f"{what}: expected a (H, W) or (H, W, C) image, got shape {image.shape}")
 
 
+def _grey_pair(part: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Grey views of a part image and its reference; CameraError where their sizes differ."""
+    p = as_grey(part, what="part image")
+    r = as_grey(reference, what="reference image")
+    if p.shape != r.shape:
+        raise CameraError(f"part image {p.shape[::-1]} and reference {r.shape[::-1]} (w, h) differ in size")
+    return p, r
+
+
+def paste_reference(part: np.ndarray, reference: np.ndarray, boxes: Iterable[Sequence[float]]) -> None:
+    """Overwrite the `boxes` (x1, y1, x2, y2 pixels, clipped, outward to whole pixels) of a grey
+    `part` with the reference's pixels: a defective part repaired into a good one."""
+    h, w = part.shape[:2]
+    for x1, y1, x2, y2 in boxes:
+        xa, ya = max(int(x1), 0), max(int(y1), 0)
+        xb, yb = min(int(np.ceil(x2)), w), min(int(np.ceil(y2)), h)
+        part[ya:yb, xa:xb] = reference[ya:yb, xa:xb]
+
+
 def compose(
     part: np.ndarray,
     reference: np.ndarray,
@@ -48,10 +66,7 @@ def compose(
     `part` and `reference` are grey (H, W) uint8 (or colour, whose first channel is used) of one
     size. `out` (H, W, 3) uint8 and `scratch` (H, W) uint8, when given, are written in place.
     """
-    p = as_grey(part, what="part image")
-    r = as_grey(reference, what="reference image")
-    if p.shape != r.shape:
-        raise CameraError(f"part image {p.shape[::-1]} and reference {r.shape[::-1]} (w, h) differ in size")
+    p, r = _grey_pair(part, reference)
     h, w = p.shape
     if out is None:
         out = np.empty((h, w, 3), np.uint8)
@@ -133,10 +148,7 @@ class ReferenceAligner:
 
     def estimate(self, part: np.ndarray, reference: np.ndarray) -> tuple[int, int]:
         """(dx, dy): the part's content sits (dx, dy) pixels from where it is in the reference."""
-        p = as_grey(part, what="part image")
-        r = as_grey(reference, what="reference image")
-        if p.shape != r.shape:
-            raise CameraError(f"part image {p.shape[::-1]} and reference {r.shape[::-1]} (w, h) differ in size")
+        p, r = _grey_pair(part, reference)
         fpart, window, _ = self._buffers((int(p.shape[0]), int(p.shape[1])))
         np.copyto(fpart, p)
         fref = self._float_reference(r)

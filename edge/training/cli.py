@@ -255,11 +255,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         cross_fitted=crossed,
     )
     names = result.names
+
+    def per_class(values: Any) -> dict[str, float]:
+        return {n: round(float(t), 6) for n, t in zip(names, values, strict=True)}
+
     report: dict[str, Any] = {
         "sidecar": str(out),
         "reachable": cal.reachable,
         "message": cal.message,
-        "thresholds": {n: round(float(t), 6) for n, t in zip(names, cal.thresholds, strict=True)},
+        "thresholds": per_class(cal.thresholds),
         "measured": cal.measured.to_dict(),
         "single_threshold": {"threshold": round(cal.global_threshold, 6), **cal.global_measured.to_dict()},
     }
@@ -270,7 +274,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 {
                     "held_out": f.group,
                     "reachable_without_it": f.reachable,
-                    "thresholds": {n: round(float(t), 6) for n, t in zip(names, f.thresholds, strict=True)},
+                    "thresholds": per_class(f.thresholds),
                     **f.measured.to_dict(),
                 }
                 for f in crossed.folds

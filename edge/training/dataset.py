@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
-import numpy as np
 import yaml
 
 from edge.engines.model import INPUT_KIND_KEY, REFERENCE_COMPOSITE
 from edge.errors import DatasetError
-from edge.reference import ReferenceAligner, compose
+from edge.reference import ReferenceAligner, compose, paste_reference
 
 log = logging.getLogger(__name__)
 
@@ -333,11 +332,8 @@ def write_reference_composite(sample: Sample, dst: Path, aligner: ReferenceAlign
     if part is None or ref is None:
         raise DatasetError(f"cannot read {sample.image if part is None else sample.reference}")
     if aligner is not None:
-        ref = aligner.align(part, ref).copy()
-    for b in sample.repair:
-        x1, y1 = max(int(b.x1), 0), max(int(b.y1), 0)
-        x2, y2 = min(int(np.ceil(b.x2)), part.shape[1]), min(int(np.ceil(b.y2)), part.shape[0])
-        part[y1:y2, x1:x2] = ref[y1:y2, x1:x2]
+        ref = aligner.align(part, ref)  # its buffer: read below, before any next alignment
+    paste_reference(part, ref, [(b.x1, b.y1, b.x2, b.y2) for b in sample.repair])
     if not cv2.imwrite(str(dst), compose(part, ref), [cv2.IMWRITE_PNG_COMPRESSION, 1]):
         raise DatasetError(f"cannot write {dst}")
 

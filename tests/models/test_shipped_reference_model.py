@@ -13,22 +13,16 @@ from edge.engines.letterbox import Preprocessor
 from edge.engines.model import model_id_of, read_model_info
 from edge.engines.onnxruntime import OnnxRuntimeEngineConfig
 from edge.engines.yolo import Decoder
-from edge.reference import compose
+from edge.reference import compose, paste_reference
 from edge.thresholds import load_thresholds, sidecar_path
 from edge.training.dataset import DEEPPCB_CLASSES
+from edge.training.evaluate import read_labels
+from edge.training.partmetrics import box_iou
 
 
-def pixel_boxes(label: Path, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
-    truth = np.loadtxt(label, ndmin=2)
-    cx, cy, bw, bh = truth[:, 1] * w, truth[:, 2] * h, truth[:, 3] * w, truth[:, 4] * h
-    return truth[:, 0].astype(int), np.column_stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2])
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    x1, y1, x2, y2 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
+def truth(label: Path, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(xyxy pixel boxes, classes) of a demo board's YOLO label."""
+    return read_labels(label, image.shape[1], image.shape[0], len(DEEPPCB_CLASSES))
 
 
 @pytest.fixture(scope="module")
@@ -63,13 +57,12 @@ def test_finds_labelled_defects_against_the_reference(
     decode = Decoder(info, conf=0.25, iou=0.7)
     found = total = boards_hit = 0
     for test, ref, label in boards:
-        classes, boxes = pixel_boxes(label, test.shape[1], test.shape[0])
+        boxes, classes = truth(label, test)
         geometry = pre(compose(test, ref))
         dets = decode(engine.infer(), geometry)
-        hits = sum(
-            any(dets.classes[i] == c and iou(dets.boxes[i], b) >= 0.5 for i in range(len(dets)))
-            for c, b in zip(classes, boxes, strict=True)
-        )
+        overlap = box_iou(boxes, dets.boxes)  # (labelled, detected)
+        same_class = classes[:, None] == dets.classes[None, :]
+        hits = int(np.count_nonzero(np.any(same_class & (overlap >= 0.5), axis=1)))
         found, total, boards_hit = found + hits, total + len(classes), boards_hit + (hits > 0)
     engine.close()
     # every board shows its defects: right class, right place (box IoU >= 0.5)
@@ -98,9 +91,7 @@ def test_repaired_boards_pass_and_defective_ones_are_rejected(
     for test, ref, label in boards:
         defective_rejected += rejected(test, ref)
         repaired = test.copy()
-        for x1, y1, x2, y2 in pixel_boxes(label, test.shape[1], test.shape[0])[1]:
-            ys, xs = slice(max(int(y1), 0), int(np.ceil(y2))), slice(max(int(x1), 0), int(np.ceil(x2)))
-            repaired[ys, xs] = ref[ys, xs]
+        paste_reference(repaired, ref, truth(label, test)[0])  # as `dataset convert --reference` does
         good_rejected += rejected(repaired, ref)
     engine.close()
     assert defective_rejected == len(boards)
