@@ -37,6 +37,7 @@ from edge.verdict import FailsafeReason, Reason, Verdict, VerdictKind, new_resul
 log = logging.getLogger(__name__)
 
 VerdictListener = Callable[[Verdict], None]
+MAX_FRAME_SIZES = 8  # composite buffers kept per batch item, one set per frame size
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,8 @@ class Inspector:
         hw = (int(frame.array.shape[0]), int(frame.array.shape[1]))
         buffers = self._composites[item].get(hw)
         if buffers is None:
+            if len(self._composites[item]) >= MAX_FRAME_SIZES:  # bounded, like the letterbox's plans
+                self._composites[item].clear()
             buffers = (np.empty((*hw, 3), np.uint8), np.empty(hw, np.uint8))
             self._composites[item][hw] = buffers
         if self.aligners is not None:
