@@ -29,6 +29,7 @@ from pydantic import Field
 
 from edge.engines.base import EngineConfigBase, ModelInfo
 from edge.engines.buffered import FUSE_PREPROCESS_HELP, BufferedEngine
+from edge.engines.cpu_isa import CAP_HELP, CpuIsaCap, apply_cap, check_cap, kernels, summary
 from edge.engines.model import (
     METADATA_KEYS,
     Dim,
@@ -60,7 +61,7 @@ class OpenVinoEngineConfig(EngineConfigBase):
             "the device's own default elsewhere. 'device': always the device's default."
         ),
     )
-
+    max_cpu_isa: CpuIsaCap | None = Field(None, description=CAP_HELP)
     fuse_preprocess: bool = Field(True, description=FUSE_PREPROCESS_HELP)
 
     def build(self, base_dir: Path) -> OpenVinoEngine:
@@ -149,6 +150,7 @@ class OpenVinoEngine(BufferedEngine[OpenVinoEngineConfig]):
         self._compiled: Any = None
         self._request: Any = None
         self._tensors: list[Any] = []
+        self.kernels: dict[str, int] = {}  # compute layers per CPU kernel (empty on other devices)
 
     @property
     def version(self) -> str:
@@ -190,7 +192,7 @@ class OpenVinoEngine(BufferedEngine[OpenVinoEngineConfig]):
         for _ in range(self.config.warmup):
             self.infer()
         log.info(
-            "openvino %s loaded %s (id %s) on %s with %s: input %s %s, output %s",
+            "openvino %s loaded %s (id %s) on %s with %s: input %s %s, output %s; kernels: %s",
             ov.get_version(),
             p,
             info.model_id,
@@ -199,6 +201,7 @@ class OpenVinoEngine(BufferedEngine[OpenVinoEngineConfig]):
             self._input.shape if self._input is not None else None,
             self._input.dtype if self._input is not None else None,
             self._output.shape if self._output is not None else None,
+            summary(self.kernels) or "n/a",
         )
         return self.info
 
@@ -210,7 +213,14 @@ class OpenVinoEngine(BufferedEngine[OpenVinoEngineConfig]):
             model.reshape({model.inputs[0].get_any_name(): want})
         if cfg.fuse_preprocess:
             model = with_pixel_input(ov, model, info.channels)
+        on_cpu = cfg.device.upper() == "CPU"
+        if cfg.max_cpu_isa is not None and on_cpu:
+            apply_cap(cfg.max_cpu_isa)
         compiled = core.compile_model(model, cfg.device, self.compile_properties())
+        if on_cpu:
+            self.kernels = dict(kernels(compiled))
+            if cfg.max_cpu_isa is not None:
+                check_cap(self.kernels, cfg.max_cpu_isa, str(self.model_path))
         request = compiled.create_infer_request()
         c_in, c_out = compiled.inputs[0], compiled.outputs[0]
         self._input = self._allocate_input(

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.engines.quantize import calibration_images, default_output, yolo_head_ignored_patterns
+from edge.engines.quantize import activation_counts, calibration_images, default_output, yolo_head_ignored_patterns
 from edge.errors import DatasetError, EngineUnavailableError
 
 REPO = Path(__file__).resolve().parents[3]
@@ -55,6 +55,21 @@ def _empty(tmp_path: Path) -> Path:
     d = tmp_path / "empty"
     d.mkdir(exist_ok=True)
     return d
+
+
+def test_activation_counts(model_path: Path) -> None:
+    """SiLU as Sigmoid * x (either operand order) or Swish, and ReLU; a Sigmoid alone is not one."""
+    ov = pytest.importorskip("openvino")
+    import openvino.opset13 as ops
+
+    x = ops.parameter([1, 4], np.float32, name="x")
+    silu_a = ops.multiply(x, ops.sigmoid(x))
+    silu_b = ops.multiply(ops.sigmoid(silu_a), silu_a)
+    other = ops.multiply(x, ops.sigmoid(silu_b))  # sigmoid of another tensor: not a SiLU
+    out = ops.add(ops.relu(ops.swish(other)), ops.sigmoid(x))
+    model = ov.Model([out.output(0)], [x], "acts")
+    assert activation_counts(model) == {"silu": 3, "relu": 1}
+    assert activation_counts(ov.convert_model(str(model_path))) == {"silu": 77, "relu": 0}
 
 
 def test_head_patterns_leave_branch_convs_quantized() -> None:
@@ -150,6 +165,7 @@ def test_quantize_writes_ir_with_metadata(quantized: dict[str, Any], model_path:
     assert xml.is_file() and xml.with_suffix(".bin").is_file()
     assert s["calibration"]["images"] == 20 and s["preset"] == "mixed"
     assert s["fake_quantize_ops"] > 0 and s["ignored_patterns"]
+    assert s["activations"] == {"silu": 77, "relu": 0}  # and a warning that SiLU is slow in INT8 on a CPU
     assert s["source_model_id"] == model_id_of(model_path)
     assert s["sizes_bytes"]["bin"] < s["sizes_bytes"]["onnx"]  # int8 weights
     names = read_model_info(model_path).names
