@@ -1,4 +1,5 @@
-"""The shipped reference model: small enough, right classes, calibrated, and it finds real defects."""
+"""The shipped frame-only models (SiLU, and the ReLU variant for CPU INT8): small enough, right
+classes, calibrated, and they find real defects."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from edge.engines.letterbox import Preprocessor
 from edge.engines.model import model_id_of, read_model_info
@@ -23,7 +25,30 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
-def test_model_is_small_and_describes_itself(model_path: Path) -> None:
+RELU_MODEL = "pcb-yolo11n-relu-320.onnx"
+
+
+@pytest.fixture(params=["silu", "relu"])
+def frame_model(request: pytest.FixtureRequest, model_path: Path) -> Path:
+    """The frame-only model (the `model_path` fixture) and its ReLU variant beside it."""
+    path = model_path if request.param == "silu" else model_path.with_name(RELU_MODEL)
+    if not path.is_file():
+        pytest.fail(f"the shipped model {path} is missing")
+    return path
+
+
+def test_activations(frame_model: Path) -> None:
+    """The ReLU variant has no SiLU left (the point of it: CPU INT8 speed); the other only SiLU."""
+    ov = pytest.importorskip("openvino")
+    from edge.engines.quantize import activation_counts
+
+    counts = activation_counts(ov.convert_model(str(frame_model)))
+    relu = frame_model.name == RELU_MODEL
+    assert counts == ({"silu": 0, "relu": 77} if relu else {"silu": 77, "relu": 0})
+
+
+def test_model_is_small_and_describes_itself(frame_model: Path) -> None:
+    model_path = frame_model
     assert model_path.stat().st_size <= 15 * 1024 * 1024
     info = read_model_info(model_path)
     assert info.names == DEEPPCB_CLASSES and info.task == "detect" and info.layout == "anchors"
@@ -32,7 +57,8 @@ def test_model_is_small_and_describes_itself(model_path: Path) -> None:
     assert info.model_id in card.read_text(), "the model card is not about this model file"
 
 
-def test_thresholds_sidecar_belongs_to_the_model(model_path: Path) -> None:
+def test_thresholds_sidecar_belongs_to_the_model(frame_model: Path) -> None:
+    model_path = frame_model
     side = sidecar_path(model_path)
     assert side.is_file()
     th = load_thresholds(side, model_path)  # raises if calibrated for another model file
@@ -40,7 +66,8 @@ def test_thresholds_sidecar_belongs_to_the_model(model_path: Path) -> None:
     assert set(th.thresholds) == set(DEEPPCB_CLASSES)
 
 
-def test_finds_labelled_defects_in_a_validation_image(model_path: Path, demo_images: Path, demo_labels: Path) -> None:
+def test_finds_labelled_defects_in_a_validation_image(frame_model: Path, demo_images: Path, demo_labels: Path) -> None:
+    model_path = frame_model
     engine = OnnxRuntimeEngineConfig(model=str(model_path)).build(Path("."))
     info = engine.load()
     pre = Preprocessor(engine.input_buffer()[0])
@@ -75,7 +102,8 @@ def test_finds_labelled_defects_in_a_validation_image(model_path: Path, demo_ima
     assert found / total >= 0.5, f"found {found} of {total} labelled defects"
 
 
-def test_good_parts_mostly_pass_at_the_calibrated_thresholds(model_path: Path, demo_images: Path) -> None:
+def test_good_parts_mostly_pass_at_the_calibrated_thresholds(frame_model: Path, demo_images: Path) -> None:
+    model_path = frame_model
     engine = OnnxRuntimeEngineConfig(model=str(model_path)).build(Path("."))
     info = engine.load()
     pre = Preprocessor(engine.input_buffer()[0])
