@@ -638,7 +638,7 @@ def main(argv: list[str] | None = None) -> int:
     if cpu_has_bf16():  # our default on CPU is f32; bf16 is the opt-in `precision_hint: bf16`
         add("openvino-bf16", lambda: ours("openvino-bf16", our_config("openvino", model, t, "bf16"), conf, iou))
     int8: Path | None = None
-    if wanted is None or wanted & {"openvino-int8", "ultralytics-openvino-int8"}:
+    if wanted is None or wanted & {"openvino-int8", "openvino-int8-noamx", "ultralytics-openvino-int8"}:
         try:
             int8 = int8_model(args, model, skipped)
         except ImportError as e:
@@ -698,7 +698,8 @@ def main(argv: list[str] | None = None) -> int:
     # of them by up to 1.6x, persistently, whichever runtime wrapped them (build/u8/ovorder2.py).
     if not args.reload:
         for b in benches:
-            warm(b)
+            if b.worker is None:  # a worker warms its own engine
+                warm(b)
     log.info("timing %s: %d rounds x %d frames", [b.name for b in benches], args.rounds, len(frames))
     gc.collect()
     gc.disable()  # a collection inside one engine's block would be charged to it

@@ -136,6 +136,8 @@ def choice_key(model_path: Path, runtimes: Sequence[str], batch: int) -> dict[st
         "cpu_flags": cpu_flags_hash(),
         "cores": os.cpu_count() or 0,
         "batch": batch,
+        # oneDNN's instruction-set cap changes OpenVINO's kernels, so its speed (edge.engines.cpu_isa)
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "",
     }
 
 

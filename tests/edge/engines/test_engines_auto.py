@@ -113,3 +113,14 @@ def test_config_validation() -> None:
         AutoEngineConfig(model="m.onnx", probe_iterations=0)
     with pytest.raises(ValidationError):
         AutoEngineConfig(model="m.onnx", candidates=[])
+
+
+def test_choice_key_changes_with_the_onednn_cap(model_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cap on oneDNN's instruction set changes OpenVINO's kernels, so a choice probed without it is not reused."""
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    plain = auto.key_digest(auto.choice_key(model_path, ["onnxruntime", "openvino"], 1))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    capped = auto.choice_key(model_path, ["onnxruntime", "openvino"], 1)
+    assert capped["onednn_max_cpu_isa"] == "AVX512_CORE_BF16"
+    assert auto.key_digest(capped) != plain
