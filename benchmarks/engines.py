@@ -147,6 +147,25 @@ def ours(name: str, cfg: EngineConfigBase, conf: float, iou: float) -> Bench:
     return Bench(name, "ours", engine.runtime, str(cfg.model), step, engine.close, notes, (pre, engine, dec))
 
 
+def warm_up(b: Bench, frames: list[np.ndarray], count: int) -> Bench:
+    """`count` untimed frames through `b`."""
+    for i in range(count):
+        b.step(frames[i % len(frames)])
+    return b
+
+
+def run_block(
+    make: Callable[[], Bench], kept: Bench | None, frames: list[np.ndarray], warmup: int
+) -> list[tuple[float, float, int]]:
+    """One engine's block of a round: every frame through `kept`, or through a fresh, warmed-up
+    `make()` that is closed after it (--reload)."""
+    live = kept if kept is not None else warm_up(make(), frames, warmup)
+    rows = [live.step(frame) for frame in frames]
+    if kept is None:
+        live.close()
+    return rows
+
+
 # ------------------------------------------------------------------- ours, in a worker process
 
 NO_AMX = "avx512_core_bf16"  # every instruction set of an AMX CPU but AMX (oneDNN's cap)
@@ -221,29 +240,26 @@ def worker_main(args: argparse.Namespace, spec: dict[str, Any]) -> int:
         say({"error": f"{type(e).__name__}: {e}"})
         return 1
 
-    def warm(b: Bench) -> Bench:
-        for i in range(args.warmup):
-            b.step(frames[i % len(frames)])
-        return b
-
     if args.reload:
         first.close()
     else:
-        warm(first)
+        warm_up(first, frames, args.warmup)
     say({"ready": True, "notes": first.notes})
     for line in sys.stdin:
         command, _, rest = line.strip().partition(" ")
         try:
             if command == "round":
-                live = warm(ours(spec["name"], cfg, args.conf, args.iou)) if args.reload else first
                 gc.collect()
-                gc.disable()
+                gc.disable()  # as in the parent: a collection inside the block would be charged to it
                 try:
-                    rows = [live.step(frame) for frame in frames]
+                    rows = run_block(
+                        lambda: ours(spec["name"], cfg, args.conf, args.iou),
+                        None if args.reload else first,
+                        frames,
+                        args.warmup,
+                    )
                 finally:
                     gc.enable()
-                if args.reload:
-                    live.close()
                 say({"rows": rows})
             elif command == "accuracy":
                 from edge.engines.quantize import compare_accuracy
@@ -688,18 +704,13 @@ def main(argv: list[str] | None = None) -> int:
     if not benches:
         raise SystemExit(f"no engine could be loaded: {skipped}")
 
-    def warm(b: Bench) -> Bench:
-        for i in range(args.warmup):
-            b.step(frames[i % len(frames)])
-        return b
-
     # warm-up, then interleaved rounds. With --reload (the default) each engine is loaded for its
     # block and closed after it: several OpenVINO compiled models alive in one process slowed some
     # of them by up to 1.6x, persistently, whichever runtime wrapped them (build/u8/ovorder2.py).
     if not args.reload:
         for b in benches:
             if b.worker is None:  # a worker warms its own engine
-                warm(b)
+                warm_up(b, frames, args.warmup)
     log.info("timing %s: %d rounds x %d frames", [b.name for b in benches], args.rounds, len(frames))
     gc.collect()
     gc.disable()  # a collection inside one engine's block would be charged to it
@@ -711,12 +722,9 @@ def main(argv: list[str] | None = None) -> int:
                 if b.worker is not None:
                     rows = b.worker.round()
                 else:
-                    live = warm(makers[b.name]()) if args.reload else b
-                    rows = [live.step(frame) for frame in frames]
+                    rows = run_block(makers[b.name], None if args.reload else b, frames, args.warmup)
                     if args.reload:
-                        live.close()
-                        del live
-                        gc.collect()
+                        gc.collect()  # the closed engine, before the next block
                 for full_ms, infer_ms, n in rows:
                     b.full.append(full_ms)
                     b.infer.append(infer_ms)

@@ -24,7 +24,7 @@ from cameras.base import Camera, Frame
 from edge.config import PipelineConfig
 from edge.decision import CompiledRules, Decision, decide
 from edge.engines.base import Engine, ModelInfo
-from edge.engines.letterbox import Preprocessor
+from edge.engines.letterbox import MAX_FRAME_SIZES, Preprocessor
 from edge.engines.yolo import Decoder
 from edge.errors import CameraError, CameraLostError, CameraNodeError
 from edge.metrics import PipelineMetrics
@@ -37,7 +37,6 @@ from edge.verdict import FailsafeReason, Reason, Verdict, VerdictKind, new_resul
 log = logging.getLogger(__name__)
 
 VerdictListener = Callable[[Verdict], None]
-MAX_FRAME_SIZES = 8  # composite buffers kept per batch item, one set per frame size
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.engines.letterbox import MAX_FRAME_SIZES
 from edge.errors import CameraError, DatasetError
 
 
@@ -132,7 +133,7 @@ class ReferenceAligner:
     def _buffers(self, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         found = self._sized.get(hw)
         if found is None:
-            if len(self._sized) >= 8:  # frame sizes seen: bounded
+            if len(self._sized) >= MAX_FRAME_SIZES:  # frame sizes seen: bounded
                 self._sized.clear()
             window = cv2.createHanningWindow((hw[1], hw[0]), cv2.CV_32F)
             found = (np.empty(hw, np.float32), window, np.empty(hw, np.uint8))

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from edge.engines.base import Engine, EngineConfigBase
+from edge.engines.cpu_isa import current_cap
 from edge.engines.letterbox import padding_value
 from edge.engines.model import file_sha256, resolve_model_path
 from edge.errors import EngineError, EngineUnavailableError, ModelError
@@ -136,8 +137,7 @@ def choice_key(model_path: Path, runtimes: Sequence[str], batch: int) -> dict[st
         "cpu_flags": cpu_flags_hash(),
         "cores": os.cpu_count() or 0,
         "batch": batch,
-        # oneDNN's instruction-set cap changes OpenVINO's kernels, so its speed (edge.engines.cpu_isa)
-        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "",
+        "onednn_max_cpu_isa": current_cap(),  # it changes OpenVINO's kernels, so its speed
     }
 
 

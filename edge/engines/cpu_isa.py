@@ -54,6 +54,11 @@ def _forbidden(cap: str) -> tuple[str, ...]:
     return ("amx",) if cap.startswith("avx512") else ("avx512", "amx")
 
 
+def current_cap() -> str:
+    """The cap in the environment (`ONEDNN_MAX_CPU_ISA`, else `DNNL_MAX_CPU_ISA`), or '' where none is."""
+    return os.environ.get(ENV) or os.environ.get(OLD_ENV) or ""
+
+
 def apply_cap(cap: str) -> None:
     """Put `cap` in the environment for oneDNN; EngineError where a different cap is already set."""
     want = cap.upper()

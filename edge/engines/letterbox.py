@@ -25,6 +25,10 @@ import numpy as np
 
 from edge.errors import CameraError
 
+# Frame sizes for which buffers are kept (letterbox plans, composite and alignment buffers):
+# a camera that changes its size now and then cannot grow them without bound.
+MAX_FRAME_SIZES = 8
+
 PAD_VALUE = 114  # Ultralytics letterbox grey
 _255 = np.float32(255.0)  # divide, not multiply by 1/255: bit-identical to Ultralytics
 
@@ -158,7 +162,7 @@ class Preprocessor:
     Not thread-safe: one per batch item per worker.
     """
 
-    def __init__(self, buffer: np.ndarray, *, pad_value: int = PAD_VALUE, max_sizes: int = 8) -> None:
+    def __init__(self, buffer: np.ndarray, *, pad_value: int = PAD_VALUE, max_sizes: int = MAX_FRAME_SIZES) -> None:
         if buffer.dtype == np.uint8:
             if buffer.ndim != 3 or buffer.shape[2] not in (1, 3):
                 raise ValueError(f"a uint8 input buffer must be (H, W, C) with C 1 or 3, got {buffer.shape}")
