@@ -32,7 +32,9 @@ from edge.errors import EngineError, EngineUnavailableError, ModelError
 log = logging.getLogger(__name__)
 
 RuntimeName = Literal["tensorrt", "openvino", "onnxruntime"]
-CACHE_VERSION = 3  # 2: OpenVINO f32 on CPU by default (was bf16 on AMX); 3: uint8 pixel input (fuse_preprocess)
+# 2: OpenVINO f32 on CPU by default (was bf16 on AMX); 3: uint8 pixel input (fuse_preprocess);
+# 4: ONNX Runtime runs the DFL softmax on the last axis (onnx_dfl)
+CACHE_VERSION = 4
 DEFAULT_CANDIDATES: tuple[RuntimeName, ...] = ("tensorrt", "openvino", "onnxruntime")
 
 _MODULES: dict[str, str] = {"tensorrt": "tensorrt", "openvino": "openvino", "onnxruntime": "onnxruntime"}

@@ -7,6 +7,8 @@ purpose: without one, ORT 1.32's `run_with_iobinding` leaks ~120 bytes per call.
 
 With `fuse_preprocess` (the default) the session runs the model with a uint8 pixel input put in
 front of it (`edge.engines.onnx_input`), so the input array is (B, H, W, C) uint8 BGR.
+With `last_axis_dfl` (the default) an Ultralytics head's DFL softmax is moved to the last axis
+(`edge.engines.onnx_dfl`), which ORT's CPU kernels run an order of magnitude faster.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pydantic import Field
 from edge.engines.base import EngineConfigBase, ModelInfo
 from edge.engines.buffered import FUSE_PREPROCESS_HELP, BufferedEngine
 from edge.engines.model import read_model_info, resolve_model_path
+from edge.engines.onnx_dfl import with_last_axis_dfl
 from edge.engines.onnx_input import with_pixel_input
 from edge.errors import EngineError, EngineUnavailableError
 
@@ -49,6 +52,14 @@ class OnnxRuntimeEngineConfig(EngineConfigBase):
     inter_op_threads: int | None = Field(None, ge=0, description="Threads across operators.")
     graph_optimization: Literal["all", "extended", "basic", "disable"] = "all"
     fuse_preprocess: bool = Field(True, description=FUSE_PREPROCESS_HELP)
+    last_axis_dfl: bool = Field(
+        True,
+        description=(
+            "Rewrite an Ultralytics head's DFL box decode so its softmax runs over the last axis "
+            "(ONNX Runtime's CPU softmax over axis 1 of that tensor was 1.6 of 12 ms on yolo11n at 320); "
+            "same outputs. False runs the graph as exported."
+        ),
+    )
 
     def build(self, base_dir: Path) -> OnnxRuntimeEngine:
         return OnnxRuntimeEngine(self, resolve_model_path(self.model, base_dir))
@@ -80,6 +91,7 @@ class OnnxRuntimeEngine(BufferedEngine[OnnxRuntimeEngineConfig]):
         self._binding: Any = None
         self._run_options: Any = None
         self._ort_values: list[Any] = []  # keep the OrtValues (and so the binding) alive
+        self.dfl_rewrites = 0  # DFL blocks moved to a last-axis softmax (`last_axis_dfl`)
 
     @property
     def version(self) -> str:
@@ -96,7 +108,7 @@ class OnnxRuntimeEngine(BufferedEngine[OnnxRuntimeEngineConfig]):
         for _ in range(self.config.warmup):
             self.infer()
         log.info(
-            "onnxruntime %s loaded %s (id %s) on %s: input %s %s (model %s), output %s",
+            "onnxruntime %s loaded %s (id %s) on %s: input %s %s (model %s), output %s, DFL rewritten %d",
             ort.__version__,
             self.model_path,
             info.model_id,
@@ -105,6 +117,7 @@ class OnnxRuntimeEngine(BufferedEngine[OnnxRuntimeEngineConfig]):
             self._input.dtype if self._input is not None else None,
             info.input_dtype,
             self._output.shape if self._output is not None else None,
+            self.dfl_rewrites,
         )
         return self.info
 
@@ -126,13 +139,17 @@ class OnnxRuntimeEngine(BufferedEngine[OnnxRuntimeEngineConfig]):
         path = str(self.model_path)
         source: str | bytes = path
         declared_out: list[Any] | None = None
-        if cfg.fuse_preprocess:
+        if cfg.fuse_preprocess or cfg.last_axis_dfl:
             import onnx
 
-            fused = with_pixel_input(onnx.load(path), where=path)
-            source = fused.SerializeToString()
+            edited = onnx.load(path)
+            if cfg.last_axis_dfl:
+                edited, self.dfl_rewrites = with_last_axis_dfl(edited, where=path)
+            if cfg.fuse_preprocess:
+                edited = with_pixel_input(edited, where=path)
+            source = edited.SerializeToString()
             # the file's declared output dims: from bytes, ORT reports the dims it inferred instead
-            out_dims = fused.graph.output[0].type.tensor_type.shape.dim
+            out_dims = edited.graph.output[0].type.tensor_type.shape.dim
             declared_out = [d.dim_value if d.HasField("dim_value") else None for d in out_dims]
         session = ort.InferenceSession(source, sess_options=opts, providers=providers)
         self._session = session

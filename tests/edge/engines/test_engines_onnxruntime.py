@@ -30,18 +30,22 @@ def reference_run(path: Path, x: np.ndarray) -> np.ndarray:
     return np.asarray(sess.run(None, {sess.get_inputs()[0].name: x})[0])
 
 
-@pytest.mark.parametrize("fuse", [True, False])
+@pytest.mark.parametrize(("fuse", "dfl"), [(True, True), (False, True), (True, False)])
 def test_real_model_infer_matches_plain_session(
-    model_path: Path, fuse: bool, pixels_to_tensor: ToTensor, random_input: Fill
+    model_path: Path, fuse: bool, dfl: bool, pixels_to_tensor: ToTensor, random_input: Fill
 ) -> None:
     """Float input: the tensor as given; uint8 pixel input (the default): bit-identical to the
-    plain session on the float tensor those pixels become."""
-    cfg = OnnxRuntimeEngineConfig(model=model_path.name, warmup=1, intra_op_threads=2, fuse_preprocess=fuse)
+    plain session on the float tensor those pixels become; with the DFL softmax moved to the last
+    axis (the default) or the graph as exported."""
+    cfg = OnnxRuntimeEngineConfig(
+        model=model_path.name, warmup=1, intra_op_threads=2, fuse_preprocess=fuse, last_axis_dfl=dfl
+    )
     engine = build_engine(cfg, model_path.parent)
     as_tensor = pixels_to_tensor if fuse else np.copy
     try:
         assert isinstance(engine, OnnxRuntimeEngine) and isinstance(engine, Engine)
         info = engine.load()
+        assert engine.dfl_rewrites == (1 if dfl else 0)
         assert engine.load() is info  # idempotent
         assert info.num_classes == 6 and info.input_hw == (320, 320)
         buf = engine.input_buffer()
