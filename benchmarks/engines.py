@@ -262,7 +262,7 @@ def worker_main(args: argparse.Namespace, spec: dict[str, Any]) -> int:
                     gc.enable()
                 say({"rows": rows})
             elif command == "accuracy":
-                from edge.engines.quantize import compare_accuracy
+                from edge.engines.int8_accuracy import compare_accuracy
 
                 a = json.loads(rest)
                 acc = compare_accuracy(Path(a["fp32"]), model, Path(a["data"]), a["split"], threads=args.threads)
@@ -779,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
     accuracy: dict[str, Any] | None = None
     if int8 is not None and not args.no_accuracy and "openvino-int8" in engines:
         if args.data.exists():
-            from edge.engines.quantize import compare_accuracy
+            from edge.engines.int8_accuracy import compare_accuracy
 
             log.info("accuracy: FP32 vs INT8 on %s/%s (OpenVINO engine)", args.data, args.split)
             try:
@@ -791,8 +791,19 @@ def main(argv: list[str] | None = None) -> int:
 
     ort, ov = engines.get("onnxruntime"), engines.get("openvino")
 
+    from edge.thresholds import sidecar_path
+
+    int8_has_sidecar = int8 is not None and sidecar_path(int8).is_file()
+
     def recall_unchanged(acc: dict[str, Any] | None) -> bool | None:
-        return None if acc is None or "error" in acc else bool(acc["part_recall_unchanged"])
+        """With the thresholds the IR is deployed with: its own sidecar's (as `quantize` writes it:
+        calibrated like the FP32 model's; judged in sample and cross-fitted), else the FP32 model's."""
+        if acc is None or "error" in acc:
+            return None
+        own = acc.get("own_thresholds")
+        if int8_has_sidecar and own:
+            return bool(own["part_recall_unchanged"])
+        return bool(acc["part_recall_unchanged"])
 
     int8_rows = {"openvino-int8": accuracy, "openvino-int8-noamx": accuracy_noamx}
     targets = [
@@ -822,7 +833,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{n} full path vs our FP32 openvino, part recall unchanged",
                 ratio(engines[n]["full_ms"]["p50"], ov["full_ms"]["p50"]) if ov else None,
                 TARGET_INT8_VS_FP32,
-                "p50 full-path ratio; met also needs INT8 part recall >= FP32 on the validation split"
+                "p50 full-path ratio; met also needs INT8 part recall >= FP32 on the validation split, "
+                + (
+                    "each model with its own thresholds, in sample and cross-fitted"
+                    if int8_has_sidecar
+                    else "with the FP32 model's thresholds"
+                )
                 + ("" if n == "openvino-int8" else f" (measured with max_cpu_isa={NO_AMX} in the worker)"),
                 extra=recall_unchanged(acc),
             )
@@ -920,8 +936,22 @@ def report(doc: dict[str, Any], json_path: Path, png: Path | None) -> None:
             print(
                 f"\n{label} accuracy on {acc['split']}: mAP50 {f['mAP50']:.4f} -> {i['mAP50']:.4f}, part recall "
                 f"{f['part_recall']:.4f} -> {i['part_recall']:.4f}, FRR {f['false_reject_rate']:.4f} -> "
-                f"{i['false_reject_rate']:.4f}"
+                f"{i['false_reject_rate']:.4f} (the FP32 model's thresholds for both)"
             )
+            own = acc.get("own_thresholds")
+            if own:
+                ins, cf = own["in_sample"], own.get("cross_fitted")
+                print(
+                    f"  each with its own thresholds: part recall / FRR in sample {ins['fp32']['part_recall']:.4f} / "
+                    f"{ins['fp32']['false_reject_rate']:.4f} -> {ins['int8']['part_recall']:.4f} / "
+                    f"{ins['int8']['false_reject_rate']:.4f}"
+                    + (
+                        f", cross-fitted {cf['fp32']['part_recall']:.4f} / {cf['fp32']['false_reject_rate']:.4f} -> "
+                        f"{cf['int8']['part_recall']:.4f} / {cf['int8']['false_reject_rate']:.4f}"
+                        if cf
+                        else ""
+                    )
+                )
         elif acc:
             print(f"\n{label} accuracy: {acc['error']}")
     for n, r in (doc.get("int8_vs_fp32_by_round") or {}).items():

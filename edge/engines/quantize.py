@@ -25,8 +25,8 @@ with each reverted layer). Tuning on a split and reporting on the same split is 
 split the comparison does not use where there is one.
 
 `quantize_onnx` needs the `quantize` extra (nncf, openvino); nncf is imported only inside it.
-`compare_accuracy` measures FP32 and INT8 on a labelled split, both through the OpenVINO engine
-(`edge.training.evaluate`), with the same part thresholds.
+`edge.engines.int8_accuracy.compare_accuracy` measures FP32 and INT8 on a labelled split and
+calibrates the INT8 model's own part thresholds.
 """
 
 from __future__ import annotations
@@ -433,60 +433,6 @@ def _quantize_with_recall_control(
         "thresholds_source": source,
     }
     return quantized, doc
-
-
-def _metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
-    box, part = summary["box"], summary["part"]
-    return {
-        "model": summary["model"],
-        "model_id": summary["model_id"],
-        "runtime": summary["runtime"],
-        "mAP50": box["mAP50"],
-        "mAP50-95": box["mAP50-95"],
-        "part_recall": part["part_recall"],
-        "false_reject_rate": part["false_reject_rate"],
-        "parts": {k: part[k] for k in ("parts", "defective_parts", "good_parts", "tp", "fn", "fp", "tn") if k in part},
-        "ms_per_image": summary["speed_ms_per_image"],
-    }
-
-
-def compare_accuracy(
-    fp32_model: Path,
-    int8_model: Path,
-    data: Path,
-    split: str = "val",
-    *,
-    threads: int | None = None,
-    part_conf: float = 0.25,
-) -> dict[str, Any]:
-    """FP32 vs INT8 on a labelled split, both through the OpenVINO engine (a like-for-like runtime).
-
-    The part thresholds are those in force for the FP32 model (its thresholds sidecar if there is
-    one for it, else `part_conf` for every class), applied to both models.
-    """
-    from edge.training.evaluate import evaluate, resolve_thresholds
-
-    names = read_model_info(Path(fp32_model)).names
-    thr, source = resolve_thresholds(None, Path(fp32_model), names, part_conf)
-    thresholds = {n: float(t) for n, t in zip(names, thr, strict=True)}
-    runs = {}
-    for key, path in (("fp32", fp32_model), ("int8", int8_model)):
-        result = evaluate(Path(path), Path(data), split, thresholds=thresholds, threads=threads, runtime="openvino")
-        runs[key] = _metrics(result.summary())
-    fp32, int8 = runs["fp32"], runs["int8"]
-    delta = {
-        k: round(float(int8[k]) - float(fp32[k]), 6) for k in ("mAP50", "mAP50-95", "part_recall", "false_reject_rate")
-    }
-    return {
-        "data": str(data),
-        "split": split,
-        "thresholds": {k: round(v, 6) for k, v in thresholds.items()},
-        "thresholds_source": source,
-        "fp32": fp32,
-        "int8": int8,
-        "delta": delta,
-        "part_recall_unchanged": int8["part_recall"] >= fp32["part_recall"],
-    }
 
 
 def with_accuracy(result: QuantizeResult, accuracy: dict[str, Any]) -> QuantizeResult:

@@ -126,7 +126,7 @@ def quantized(tmp_path_factory: pytest.TempPathFactory, model_path: Path) -> dic
     data = tmp / "data"
     (data / "images" / "val").mkdir(parents=True)
     (data / "labels" / "val").mkdir(parents=True)
-    for p in sorted((DEMO / "images").glob("*.jpg"))[::6][:10]:
+    for p in sorted((DEMO / "images").glob("*.jpg"))[::3][:10]:  # good and defective boards of 3 groups
         shutil.copy(p, data / "images" / "val" / p.name)
         label = DEMO / "labels" / f"{p.stem}.txt"
         if label.is_file():
@@ -184,7 +184,37 @@ def test_quantize_reports_accuracy_change(quantized: dict[str, Any]) -> None:
         assert 0 <= m["mAP50"] <= 1 and 0 <= m["part_recall"] <= 1 and 0 <= m["false_reject_rate"] <= 1
     assert acc["int8"]["model_id"] == quantized["summary"]["model_id"] != acc["fp32"]["model_id"]
     assert set(acc["delta"]) == {"mAP50", "mAP50-95", "part_recall", "false_reject_rate"}
-    assert (quantized["rc"] == 0) == acc["part_recall_unchanged"]
+    # the FP32 model has a sidecar: the INT8 model gets its own, and the exit code follows that comparison
+    own = acc["own_thresholds"]
+    assert (quantized["rc"] == 0) == own["part_recall_unchanged"]
+    assert own["in_sample"]["fp32"]["part_recall"] == acc["fp32"]["part_recall"]
+
+
+def test_quantize_writes_the_int8_models_own_thresholds(quantized: dict[str, Any], model_path: Path) -> None:
+    """Calibrated on the INT8 model's scores like the FP32 sidecar was (same target and floor), keyed
+    to the IR, where the service looks for it; the cross-fitted comparison covers both models."""
+    from edge.thresholds import load_thresholds, sidecar_path
+    from edge.training.evaluate import resolve_thresholds
+
+    xml = quantized["xml"]
+    own = quantized["summary"]["accuracy"]["own_thresholds"]
+    side = sidecar_path(xml)
+    assert own["sidecar"] == str(side) and side == xml.with_name("pcb-int8.thresholds.yaml")
+    parent = load_thresholds(sidecar_path(model_path), model_path)
+    mine = load_thresholds(side, xml)  # refuses a sidecar made for another model file
+    assert mine.model_id == quantized["summary"]["model_id"] != parent.model_id
+    assert (mine.target_part_recall, mine.floor) == (parent.target_part_recall, parent.floor)
+    assert own["target_part_recall"] == parent.target_part_recall and own["floor"] == parent.floor
+    assert dict(mine.thresholds) == own["thresholds"] and all(t >= parent.floor for t in own["thresholds"].values())
+    assert mine.data["images"] == 10 and mine.data["split"] == "val"
+    names = tuple(own["thresholds"])
+    vec, source = resolve_thresholds(None, xml, names, 0.25)
+    assert source == str(side) and list(vec) == list(own["thresholds"].values())
+    assert own["groups"] == ["group44000", "group50600", "group77000"]
+    for key in ("fp32", "int8"):
+        crossed = own["cross_fitted"][key]
+        assert crossed["defective_parts"] + crossed["good_parts"] == 10
+        assert crossed["defective_parts"] == own["in_sample"][key]["defective_parts"]
 
 
 def test_int8_ir_runs_in_openvino_engine(quantized: dict[str, Any], model_path: Path) -> None:
