@@ -251,8 +251,8 @@ class QuantizeResult:
 
 SILU_INT8_NOTE = (
     "OpenVINO's INT8 convolutions on the CPU run a fused SiLU far slower than a fused ReLU (YOLO11n "
-    "at 320 on a 2-core Xeon, full path: INT8 0.75x its FP32 with SiLU, 0.53x with AMX capped off, "
-    "0.40x with ReLU); for CPU INT8 speed train the model with ReLU (models/yolo11n-relu.yaml)"
+    "at 320 on a 2-core Xeon, full path: INT8 0.75-0.81x its FP32 with SiLU, 0.53-0.58x with AMX capped "
+    "off, 0.39-0.40x with ReLU); for CPU INT8 speed train the model with ReLU (models/yolo11n-relu.yaml)"
 )
 
 

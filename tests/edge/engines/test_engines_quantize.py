@@ -210,6 +210,11 @@ def test_quantize_writes_the_int8_models_own_thresholds(quantized: dict[str, Any
     names = tuple(own["thresholds"])
     vec, source = resolve_thresholds(None, xml, names, 0.25)
     assert source == str(side) and list(vec) == list(own["thresholds"].values())
+    from edge.decision import DecisionConfig, compile_rules
+
+    rules = compile_rules(DecisionConfig(), names, model_path=xml)  # the service's `thresholds_file: auto`
+    assert rules.threshold_source == str(side)
+    np.testing.assert_allclose(rules.min_conf, list(own["thresholds"].values()), rtol=1e-6)
     assert own["groups"] == ["group44000", "group50600", "group77000"]
     for key in ("fp32", "int8"):
         crossed = own["cross_fitted"][key]
