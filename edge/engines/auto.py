@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 RuntimeName = Literal["tensorrt", "openvino", "onnxruntime"]
 # 2: OpenVINO f32 on CPU by default (was bf16 on AMX); 3: uint8 pixel input (fuse_preprocess);
-# 4: ONNX Runtime runs the DFL softmax on the last axis (onnx_dfl)
+# 4: ONNX Runtime rewrites the DFL softmax and the C2f/C3k2 Splits (rewrite_graph)
 CACHE_VERSION = 4
 DEFAULT_CANDIDATES: tuple[RuntimeName, ...] = ("tensorrt", "openvino", "onnxruntime")
 
