@@ -49,10 +49,6 @@ class _Match:
     sizes: list[int]
 
 
-def _only_users(consumers: dict[str, list[Any]], name: str) -> list[Any]:
-    return consumers.get(name, [])
-
-
 def _activation(
     producer: dict[str, Any], consumers: dict[str, list[Any]], name: str
 ) -> tuple[Any, list[Any], str] | None:
@@ -64,7 +60,7 @@ def _activation(
         return node, [], "none"
     if node.op_type == "Relu":
         conv = producer.get(node.input[0])
-        if conv is not None and conv.op_type == "Conv" and len(_only_users(consumers, conv.output[0])) == 1:
+        if conv is not None and conv.op_type == "Conv" and len(consumers.get(conv.output[0], [])) == 1:
             return conv, [node], "relu"
         return None
     if node.op_type == "Mul" and len(node.input) == 2:
@@ -76,8 +72,8 @@ def _activation(
                 and sig.input[0] == x_name
                 and conv is not None
                 and conv.op_type == "Conv"
-                and {id(u) for u in _only_users(consumers, x_name)} == {id(sig), id(node)}
-                and len(_only_users(consumers, sig.output[0])) == 1
+                and {id(u) for u in consumers.get(x_name, [])} == {id(sig), id(node)}
+                and len(consumers.get(sig.output[0], [])) == 1
             ):
                 return conv, [sig, node], "silu"
     return None
@@ -102,7 +98,7 @@ def _match(
     if _attr(split, "axis", 0) != 1:
         return None
     found = _activation(producer, consumers, split.input[0])
-    if found is None or len(_only_users(consumers, split.input[0])) != 1:
+    if found is None or len(consumers.get(split.input[0], [])) != 1:
         return None
     conv, activation, kind = found
     if int(_attr(conv, "group", 1)) != 1 or conv.input[1] not in inits:
