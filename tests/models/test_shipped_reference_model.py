@@ -38,7 +38,30 @@ def boards(demo_images: Path, demo_references: Path, demo_labels: Path) -> list[
     return out
 
 
-def test_model_is_small_and_describes_itself(reference_model_path: Path) -> None:
+RELU_REFERENCE_MODEL = "pcb-ref-yolo11n-relu-320.onnx"
+
+
+@pytest.fixture(params=["silu", "relu"])
+def ref_model(request: pytest.FixtureRequest, reference_model_path: Path) -> Path:
+    """The golden-reference model (the `reference_model_path` fixture) and its ReLU variant beside it."""
+    path = reference_model_path if request.param == "silu" else reference_model_path.with_name(RELU_REFERENCE_MODEL)
+    if not path.is_file():
+        pytest.fail(f"the shipped model {path} is missing")
+    return path
+
+
+def test_activations(ref_model: Path) -> None:
+    """The ReLU variant has no SiLU left (the point of it: CPU INT8 speed); the other only SiLU."""
+    ov = pytest.importorskip("openvino")
+    from edge.engines.quantize import activation_counts
+
+    counts = activation_counts(ov.convert_model(str(ref_model)))
+    relu = ref_model.name == RELU_REFERENCE_MODEL
+    assert counts == ({"silu": 0, "relu": 77} if relu else {"silu": 77, "relu": 0})
+
+
+def test_model_is_small_and_describes_itself(ref_model: Path) -> None:
+    reference_model_path = ref_model
     assert reference_model_path.stat().st_size <= 15 * 1024 * 1024
     info = read_model_info(reference_model_path)
     assert info.reference_input and info.names == DEEPPCB_CLASSES and info.channels == 3
@@ -49,8 +72,9 @@ def test_model_is_small_and_describes_itself(reference_model_path: Path) -> None
 
 
 def test_finds_labelled_defects_against_the_reference(
-    reference_model_path: Path, boards: list[tuple[np.ndarray, np.ndarray, Path]]
+    ref_model: Path, boards: list[tuple[np.ndarray, np.ndarray, Path]]
 ) -> None:
+    reference_model_path = ref_model
     engine = OnnxRuntimeEngineConfig(model=str(reference_model_path)).build(Path("."))
     info = engine.load()
     pre = Preprocessor(engine.input_buffer()[0])
@@ -71,10 +95,11 @@ def test_finds_labelled_defects_against_the_reference(
 
 
 def test_repaired_boards_pass_and_defective_ones_are_rejected(
-    reference_model_path: Path, boards: list[tuple[np.ndarray, np.ndarray, Path]]
+    ref_model: Path, boards: list[tuple[np.ndarray, np.ndarray, Path]]
 ) -> None:
     """At the calibrated thresholds: each defective board rejected; the same board with its
     defect boxes pasted over from the reference (a good part with the capture's noise) passes."""
+    reference_model_path = ref_model
     engine = OnnxRuntimeEngineConfig(model=str(reference_model_path)).build(Path("."))
     info = engine.load()
     pre = Preprocessor(engine.input_buffer()[0])

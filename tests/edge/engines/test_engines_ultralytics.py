@@ -60,17 +60,37 @@ def parity_frames(make_golden: ModuleType) -> list[tuple[str, np.ndarray]]:
     return frames
 
 
+def reference_frames() -> list[tuple[str, np.ndarray]]:
+    """Golden-reference composites (part, reference, difference) of every 7th defective demo board."""
+    import cv2
+
+    from edge.reference import compose
+
+    demo = REPO / "edge" / "demo_data"
+    frames = []
+    for path in sorted((demo / "images").glob("*_test.jpg"))[::7]:
+        part = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        ref = cv2.imread(str(demo / "references" / f"{path.stem.removesuffix('_test')}.jpg"), cv2.IMREAD_GRAYSCALE)
+        assert part is not None and ref is not None, path
+        frames.append((path.name, compose(part, ref).copy()))
+    return frames
+
+
 @pytest.mark.parity
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
-@pytest.mark.parametrize("model_name", ["pcb-yolo11n-320.onnx", "pcb-yolo11n-relu-320.onnx"])
+@pytest.mark.parametrize(
+    "model_name", ["pcb-yolo11n-320.onnx", "pcb-yolo11n-relu-320.onnx", "pcb-ref-yolo11n-relu-320.onnx"]
+)
 def test_parity_with_our_pipeline(runtime: str, model_name: str, model_path: Path) -> None:
     """Opt-in (-m parity, needs the train extra): live Ultralytics predict == Preprocessor/engine/decode.
 
     Same frames as the golden file plus a few more, at a low and the default confidence, on
-    each installed CPU runtime, for both frame-only models (SiLU and ReLU); Ultralytics itself
-    runs the ONNX model with ONNX Runtime.
+    each installed CPU runtime, for both frame-only models (SiLU and ReLU) and, on composites of
+    demo boards with their references, the ReLU golden-reference model; Ultralytics itself runs
+    the ONNX model with ONNX Runtime.
     """
     model_path = model_path.with_name(model_name)
+    reference = model_name.startswith("pcb-ref-")
     pytest.importorskip("ultralytics")
     pytest.importorskip(runtime)
     from edge.engines.letterbox import Preprocessor
@@ -94,7 +114,7 @@ def test_parity_with_our_pipeline(runtime: str, model_name: str, model_path: Pat
         ref = UltralyticsEngineConfig(model=str(model_path), confidence=conf, iou=iou, warmup=0).build(Path("."))
         ref.load()
         dec = Decoder(info, conf=conf, iou=iou)
-        for name, frame in parity_frames(mg):
+        for name, frame in reference_frames() if reference else parity_frames(mg):
             a = ref.predict(frame)
             geometry = pre(frame)
             b = dec(ours.infer(), geometry)
