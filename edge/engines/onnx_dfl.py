@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from edge.engines.onnx_graph import GraphIndex, attribute, drop_unused
 from edge.errors import ModelError
 
 _PREFIX = "edge_inspect_dfl_"
@@ -39,70 +40,30 @@ class _Match:
     weights: np.ndarray  # (R,) bin values
 
 
-def _attr(node: Any, name: str, default: Any) -> Any:
-    from onnx import helper
-
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
-
-
-class _Graph:
-    """Producer/consumer/constant lookups over one graph."""
-
-    def __init__(self, graph: Any) -> None:
-        from onnx import numpy_helper
-
-        self.graph = graph
-        self.producer = {o: n for n in graph.node for o in n.output}
-        self.consumers: dict[str, list[Any]] = {}
-        for n in graph.node:
-            for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
-        for out in graph.output:
-            self.consumers.setdefault(out.name, []).append(None)  # a graph output: never "only consumer"
-        self.initializers = {t.name: t for t in graph.initializer}
-        self._numpy = numpy_helper
-
-    def constant(self, name: str) -> np.ndarray | None:
-        if name in self.initializers:
-            return np.asarray(self._numpy.to_array(self.initializers[name]))
-        node = self.producer.get(name)
-        if node is not None and node.op_type == "Constant":
-            value = _attr(node, "value", None)
-            return None if value is None else np.asarray(self._numpy.to_array(value))
-        return None
-
-    def only_consumer(self, name: str, op_type: str) -> Any | None:
-        users = self.consumers.get(name, [])
-        if len(users) == 1 and users[0] is not None and users[0].op_type == op_type:
-            return users[0]
-        return None
-
-
-def _match(g: _Graph, softmax: Any) -> _Match | None:
+def _match(g: GraphIndex, softmax: Any) -> _Match | None:
     transpose = g.producer.get(softmax.input[0])
-    if transpose is None or transpose.op_type != "Transpose" or list(_attr(transpose, "perm", [])) != [0, 2, 1, 3]:
+    if transpose is None or transpose.op_type != "Transpose" or list(attribute(transpose, "perm", [])) != [0, 2, 1, 3]:
         return None
-    if len(g.consumers.get(transpose.output[0], [])) != 1 or _attr(softmax, "axis", -1) != 1:
+    if len(g.read_by(transpose.output[0])) != 1 or attribute(softmax, "axis", -1) != 1:
         return None
     reshape_in = g.producer.get(transpose.input[0])
-    if reshape_in is None or reshape_in.op_type != "Reshape" or len(g.consumers[reshape_in.output[0]]) != 1:
+    if reshape_in is None or reshape_in.op_type != "Reshape" or len(g.read_by(reshape_in.output[0])) != 1:
         return None
     shape_in = g.constant(reshape_in.input[1])
     if shape_in is None or shape_in.shape != (4,) or int(shape_in[1]) != 4:
         return None
-    conv = g.only_consumer(softmax.output[0], "Conv")
-    if conv is None or len(conv.input) != 2 or int(_attr(conv, "group", 1)) != 1:
+    conv = g.only_reader(softmax.output[0], "Conv")
+    if conv is None or len(conv.input) != 2 or int(attribute(conv, "group", 1)) != 1:
         return None
     weights = g.constant(conv.input[1])
     bins = int(shape_in[2])
     if weights is None or weights.shape != (1, bins, 1, 1) or weights.dtype != np.float32:
         return None
-    if any(int(v) != 1 for v in _attr(conv, "strides", [1, 1])) or any(int(v) for v in _attr(conv, "pads", [0] * 4)):
+    if any(int(v) != 1 for v in attribute(conv, "strides", [1, 1])) or any(
+        int(v) for v in attribute(conv, "pads", [0] * 4)
+    ):
         return None
-    reshape_out = g.only_consumer(conv.output[0], "Reshape")
+    reshape_out = g.only_reader(conv.output[0], "Reshape")
     if reshape_out is None:
         return None
     shape_out = g.constant(reshape_out.input[1])
@@ -126,7 +87,7 @@ def with_last_axis_dfl(model: Any, *, where: str = "model") -> tuple[Any, int]:
     names = {n for node in graph.node for n in (*node.input, *node.output)}
     if any(n.startswith(_PREFIX) for n in names):
         raise ModelError(f"{where}: the model already uses the names {_PREFIX}*")
-    g = _Graph(graph)
+    g = GraphIndex(graph)
     matches = [m for m in (_match(g, n) for n in graph.node if n.op_type == "Softmax") if m is not None]
     if not matches:
         return out, 0
@@ -162,26 +123,6 @@ def with_last_axis_dfl(model: Any, *, where: str = "model") -> tuple[Any, int]:
     del graph.node[:]
     graph.node.extend(nodes)
     gone = {o for m in matches for n in (m.reshape_in, m.transpose, m.softmax, m.conv) for o in n.output}
-    _drop_unused(
-        graph,
-        {m.reshape_in.input[1] for m in matches}
-        | {m.conv.input[1] for m in matches}
-        | {m.reshape_out.input[1] for m in matches},
-        gone,
-    )
+    params = {i for m in matches for i in (m.reshape_in.input[1], m.conv.input[1], m.reshape_out.input[1])}
+    drop_unused(graph, params, gone)
     return out, len(matches)
-
-
-def _drop_unused(graph: Any, constants: set[str], gone: set[str]) -> None:
-    """Remove the old blocks' shapes and weights where nothing else reads them, and their tensors' shape records."""
-    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
-    unused = constants - used
-    for node in [n for n in graph.node if n.op_type == "Constant" and n.output[0] in unused]:
-        graph.node.remove(node)
-    for field in (graph.initializer, graph.input):
-        kept = [t for t in field if t.name not in unused]
-        del field[:]
-        field.extend(kept)
-    records = [v for v in graph.value_info if v.name not in gone and v.name not in unused]
-    del graph.value_info[:]
-    graph.value_info.extend(records)

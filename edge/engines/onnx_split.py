@@ -26,18 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from edge.engines.onnx_graph import GraphIndex, attribute, drop_unused
 from edge.errors import ModelError
 
 _PREFIX = "edge_inspect_split_"
-
-
-def _attr(node: Any, name: str, default: Any) -> Any:
-    from onnx import helper
-
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
 
 
 @dataclass(frozen=True)
@@ -49,66 +41,62 @@ class _Match:
     sizes: list[int]
 
 
-def _activation(
-    producer: dict[str, Any], consumers: dict[str, list[Any]], name: str
-) -> tuple[Any, list[Any], str] | None:
+def _activation(g: GraphIndex, name: str) -> tuple[Any, list[Any], str] | None:
     """The Conv feeding tensor `name` through nothing, a Relu or a SiLU, with nothing else reading it."""
-    node = producer.get(name)
+    node = g.producer.get(name)
     if node is None:
         return None
     if node.op_type == "Conv":
         return node, [], "none"
     if node.op_type == "Relu":
-        conv = producer.get(node.input[0])
-        if conv is not None and conv.op_type == "Conv" and len(consumers.get(conv.output[0], [])) == 1:
+        conv = g.producer.get(node.input[0])
+        if conv is not None and conv.op_type == "Conv" and len(g.read_by(conv.output[0])) == 1:
             return conv, [node], "relu"
         return None
     if node.op_type == "Mul" and len(node.input) == 2:
         for x_name, s_name in ((node.input[0], node.input[1]), (node.input[1], node.input[0])):
-            sig, conv = producer.get(s_name), producer.get(x_name)
+            sig, conv = g.producer.get(s_name), g.producer.get(x_name)
             if (
                 sig is not None
                 and sig.op_type == "Sigmoid"
                 and sig.input[0] == x_name
                 and conv is not None
                 and conv.op_type == "Conv"
-                and {id(u) for u in consumers.get(x_name, [])} == {id(sig), id(node)}
-                and len(consumers.get(sig.output[0], [])) == 1
+                and {id(u) for u in g.read_by(x_name)} == {id(sig), id(node)}
+                and len(g.read_by(sig.output[0])) == 1
             ):
                 return conv, [sig, node], "silu"
     return None
 
 
-def _sizes(split: Any, initializers: dict[str, Any], channels: int) -> list[int] | None:
-    from onnx import numpy_helper
-
+def _sizes(split: Any, g: GraphIndex, channels: int) -> list[int] | None:
+    """The Split's part sizes: from its second input (a constant), its attribute, or equal parts."""
     if len(split.input) > 1 and split.input[1]:
-        t = initializers.get(split.input[1])
-        return None if t is None else [int(v) for v in numpy_helper.to_array(t).reshape(-1)]
-    sizes = _attr(split, "split", None)
+        value = g.constant(split.input[1])
+        return None if value is None else [int(v) for v in value.reshape(-1)]
+    sizes = attribute(split, "split", None)
     if sizes is not None:
         return [int(v) for v in sizes]
     parts = len(split.output)
     return [channels // parts] * parts if parts and channels % parts == 0 else None
 
 
-def _match(
-    split: Any, producer: dict[str, Any], consumers: dict[str, list[Any]], inits: dict[str, Any]
-) -> _Match | None:
-    if _attr(split, "axis", 0) != 1:
+def _match(split: Any, g: GraphIndex) -> _Match | None:
+    if attribute(split, "axis", 0) != 1:
         return None
-    found = _activation(producer, consumers, split.input[0])
-    if found is None or len(consumers.get(split.input[0], [])) != 1:
+    found = _activation(g, split.input[0])
+    if found is None or len(g.read_by(split.input[0])) != 1:
         return None
     conv, activation, kind = found
-    if int(_attr(conv, "group", 1)) != 1 or conv.input[1] not in inits:
+    inits = g.initializers
+    if int(attribute(conv, "group", 1)) != 1 or conv.input[1] not in inits:
         return None
     if len(conv.input) > 2 and conv.input[2] and conv.input[2] not in inits:
         return None
     from onnx import numpy_helper
 
     channels = int(numpy_helper.to_array(inits[conv.input[1]]).shape[0])
-    sizes = _sizes(split, inits, channels)
+    sizes = _sizes(split, g, channels)
     if sizes is None or sum(sizes) != channels or any(s <= 0 for s in sizes) or len(sizes) != len(split.output):
         return None
     return _Match(split, conv, activation, kind, sizes)
@@ -129,15 +117,9 @@ def with_split_convs(model: Any, *, where: str = "model") -> tuple[Any, int]:
     names = {n for node in graph.node for n in (*node.input, *node.output)}
     if any(n.startswith(_PREFIX) for n in names):
         raise ModelError(f"{where}: the model already uses the names {_PREFIX}*")
-    producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    for o in graph.output:  # a graph output is read outside: never fold it away
-        consumers.setdefault(o.name, []).append(o)
-    inits = {t.name: t for t in graph.initializer}
-    matches = [m for m in (_match(n, producer, consumers, inits) for n in graph.node if n.op_type == "Split") if m]
+    g = GraphIndex(graph)
+    inits = g.initializers
+    matches = [m for m in (_match(n, g) for n in graph.node if n.op_type == "Split") if m]
     if not matches:
         return out, 0
 
@@ -183,14 +165,6 @@ def with_split_convs(model: Any, *, where: str = "model") -> tuple[Any, int]:
             nodes.append(node)
     del graph.node[:]
     graph.node.extend(nodes)
-    used = {i for n in graph.node for i in n.input}
-    unused = old_params - used
-    for field in (graph.initializer, graph.input):  # old IR versions list initializers as inputs too
-        kept = [t for t in field if t.name not in unused]
-        del field[:]
-        field.extend(kept)
     gone = {o for m in matches for n in (m.conv, *m.activation) for o in n.output}
-    records = [v for v in graph.value_info if v.name not in gone]
-    del graph.value_info[:]
-    graph.value_info.extend(records)
+    drop_unused(graph, old_params, gone)
     return out, len(matches)
