@@ -1,8 +1,8 @@
 """The `auto` engine: pick the fastest runtime on this host for this model, once.
 
 TensorRT wins outright where it is installed and an NVIDIA GPU is present. Otherwise every
-installed CPU runtime among `candidates` is loaded on the model and timed on
-`probe_iterations` interleaved inferences; the one with the lowest median wins. The choice is
+installed CPU runtime among `candidates` is loaded on the model and timed on `probe_iterations`
+inferences, interleaved in blocks (`probe_engines`); the lowest median wins. The choice is
 cached in a JSON file keyed by (model sha256, runtime versions, hashed CPU flags, core count,
 batch), so the next start with the same key loads the winner without probing.
 """
@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 RuntimeName = Literal["tensorrt", "openvino", "onnxruntime"]
 # 2: OpenVINO f32 on CPU by default (was bf16 on AMX); 3: uint8 pixel input (fuse_preprocess);
-# 4: ONNX Runtime rewrites the DFL softmax and the C2f/C3k2 Splits (rewrite_graph)
+# 4: ONNX Runtime rewrites the DFL softmax and the C2f/C3k2 Splits (rewrite_graph); the probe
+# times engines in blocks (it favoured ONNX Runtime, whose spinning threads slowed the next engine)
 CACHE_VERSION = 4
 DEFAULT_CANDIDATES: tuple[RuntimeName, ...] = ("tensorrt", "openvino", "onnxruntime")
 
@@ -184,23 +185,35 @@ def write_cache(path: Path, choices: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def probe_engines(engines: dict[str, Engine], iterations: int) -> dict[str, float]:
-    """Median ms of `iterations` full inferences per loaded engine, interleaved round-robin.
+PROBE_BLOCK = 5  # timed inferences an engine runs in a row before the next one takes over
 
-    All engines get the same mid-grey input. The starting engine rotates each round so that
-    none always runs right after another's cache-polluting run.
+
+def probe_engines(engines: dict[str, Engine], iterations: int, block: int = PROBE_BLOCK) -> dict[str, float]:
+    """Median ms of `iterations` full inferences per loaded engine, interleaved in blocks.
+
+    All engines get the same mid-grey input. Each round every engine runs one untimed settling
+    inference and then up to `block` timed ones; the starting engine rotates each round. One
+    inference each in turn measured the neighbour instead: ONNX Runtime's pool threads spin for a
+    while after a run, and on a 2-core host that took a core from OpenVINO's next inference
+    (OpenVINO 16-17 ms round-robin against 10-14 ms alone, same model, while ONNX Runtime's own
+    times did not move), so the probe picked ONNX Runtime where it was not faster.
     """
     for engine in engines.values():
         buffer = engine.input_buffer()
         buffer.fill(padding_value(buffer.dtype))
     names = list(engines)
     times: dict[str, list[float]] = {n: [] for n in names}
-    for i in range(iterations):
+    block = max(1, block)
+    rounds = -(-iterations // block)
+    for i in range(rounds):
         for j in range(len(names)):
             name = names[(i + j) % len(names)]
-            t0 = time.perf_counter()
-            engines[name].infer()
-            times[name].append((time.perf_counter() - t0) * 1e3)
+            engine = engines[name]
+            engine.infer()  # settle: whatever the previous engine left running or cached
+            for _ in range(min(block, iterations - len(times[name]))):
+                t0 = time.perf_counter()
+                engine.infer()
+                times[name].append((time.perf_counter() - t0) * 1e3)
     return {n: statistics.median(ts) for n, ts in times.items()}
 
 

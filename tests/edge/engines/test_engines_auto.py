@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -124,3 +125,31 @@ def test_choice_key_changes_with_the_onednn_cap(model_path: Path, monkeypatch: p
     capped = auto.choice_key(model_path, ["onnxruntime", "openvino"], 1)
     assert capped["onednn_max_cpu_isa"] == "AVX512_CORE_BF16"
     assert auto.key_digest(capped) != plain
+
+
+class _Recorder:
+    """An engine that only records when it ran (and takes a little time)."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name, self.log = name, log
+        self.buffer = np.zeros((1, 4, 4, 3), np.uint8)
+
+    def input_buffer(self) -> np.ndarray:
+        return self.buffer
+
+    def infer(self) -> np.ndarray:
+        self.log.append(self.name)
+        return self.buffer
+
+
+def test_probe_times_engines_in_blocks_after_a_settling_run() -> None:
+    """Each round: every engine runs once untimed, then a block of timed runs; the first engine rotates.
+    (One at a time in turn, OpenVINO was timed while ONNX Runtime's pool threads still spun.)"""
+    log: list[str] = []
+    engines = {n: _Recorder(n, log) for n in ("a", "b")}
+    medians = auto.probe_engines(engines, iterations=7, block=3)  # type: ignore[arg-type]
+    assert set(medians) == {"a", "b"} and all(m >= 0 for m in medians.values())
+    # rounds of (1 settle + 3 timed), the last round 1 + 1; a starts, then b, then a
+    runs = ["a"] * 4 + ["b"] * 4 + ["b"] * 4 + ["a"] * 4 + ["a"] * 2 + ["b"] * 2
+    assert log == runs
+    assert all(e.buffer.min() == e.buffer.max() == 114 for e in engines.values())  # the same grey input
