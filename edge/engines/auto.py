@@ -33,9 +33,10 @@ log = logging.getLogger(__name__)
 
 RuntimeName = Literal["tensorrt", "openvino", "onnxruntime"]
 # 2: OpenVINO f32 on CPU by default (was bf16 on AMX); 3: uint8 pixel input (fuse_preprocess);
-# 4: ONNX Runtime rewrites the DFL softmax and the C2f/C3k2 Splits (rewrite_graph); the probe
-# times engines in blocks (it favoured ONNX Runtime, whose spinning threads slowed the next engine)
-CACHE_VERSION = 4
+# 4: ONNX Runtime rewrites the DFL softmax and the C2f/C3k2 Splits (rewrite_graph);
+# 5: the probe times engines in blocks (choices made before favoured ONNX Runtime, whose spinning
+#    pool threads slowed the engine timed after it)
+CACHE_VERSION = 5
 DEFAULT_CANDIDATES: tuple[RuntimeName, ...] = ("tensorrt", "openvino", "onnxruntime")
 
 _MODULES: dict[str, str] = {"tensorrt": "tensorrt", "openvino": "openvino", "onnxruntime": "onnxruntime"}
