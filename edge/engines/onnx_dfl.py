@@ -24,8 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.engines.onnx_graph import GraphIndex, attribute, drop_unused
-from edge.errors import ModelError
+from edge.engines.onnx_graph import GraphIndex, attribute, copy_for_edit, splice
 
 _PREFIX = "edge_inspect_dfl_"
 
@@ -78,22 +77,17 @@ def with_last_axis_dfl(model: Any, *, where: str = "model") -> tuple[Any, int]:
     Returns (model, how many DFL blocks were rewritten); 0 leaves an unchanged copy.
     Raises ModelError if the model already uses this module's node names.
     """
-    import onnx
     from onnx import helper, numpy_helper
 
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = copy_for_edit(model, _PREFIX, where)
     graph = out.graph
-    names = {n for node in graph.node for n in (*node.input, *node.output)}
-    if any(n.startswith(_PREFIX) for n in names):
-        raise ModelError(f"{where}: the model already uses the names {_PREFIX}*")
     g = GraphIndex(graph)
     matches = [m for m in (_match(g, n) for n in graph.node if n.op_type == "Softmax") if m is not None]
     if not matches:
         return out, 0
 
     replaced: dict[int, list[Any]] = {}  # id(reshape_out) -> new nodes, put where the old block ended
-    dropped: set[int] = set()
+    removed: list[Any] = []
     for k, m in enumerate(matches):
         p = f"{_PREFIX}{k}_"
         bins = int(m.weights.shape[0])
@@ -112,17 +106,8 @@ def with_last_axis_dfl(model: Any, *, where: str = "model") -> tuple[Any, int]:
             helper.make_node("Reshape", [p + "expect", p + "out_shape"], [p + "sides"], name=p + "sides"),
             helper.make_node("Transpose", [p + "sides"], [m.reshape_out.output[0]], perm=[0, 2, 1], name=p + "out"),
         ]
-        dropped |= {id(m.reshape_in), id(m.transpose), id(m.softmax), id(m.conv)}
+        removed += [m.reshape_in, m.transpose, m.softmax, m.conv]
 
-    nodes: list[Any] = []
-    for node in graph.node:
-        if id(node) in replaced:
-            nodes.extend(replaced[id(node)])
-        elif id(node) not in dropped:
-            nodes.append(node)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    gone = {o for m in matches for n in (m.reshape_in, m.transpose, m.softmax, m.conv) for o in n.output}
     params = {i for m in matches for i in (m.reshape_in.input[1], m.conv.input[1], m.reshape_out.input[1])}
-    drop_unused(graph, params, gone)
+    splice(graph, replaced, removed, params)
     return out, len(matches)

@@ -1,9 +1,10 @@
 """Lookups and clean-up over one ONNX graph, for the graph edits (`onnx_dfl`, `onnx_split`).
 
-`GraphIndex` says which node makes each tensor, which nodes read it (a graph output counts as a
-reader, so nothing the caller of the model sees is ever edited away), and the value of a
-constant tensor (an initializer or a Constant node). `drop_unused` removes the weights and
-shapes an edit left without readers. No I/O; `onnx` is imported inside.
+`copy_for_edit` makes the copy an edit works on. `GraphIndex` says which node makes each
+tensor, which nodes read it (a graph output counts as a reader, so nothing the caller of the
+model sees is ever edited away), and the value of a constant tensor (an initializer or a
+Constant node). `splice` puts an edit's new nodes in place of old ones and removes the weights
+and shapes left without readers. No I/O; `onnx` is imported inside.
 """
 
 from __future__ import annotations
@@ -11,6 +12,21 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from edge.errors import ModelError
+
+
+def copy_for_edit(model: Any, prefix: str, where: str) -> Any:
+    """A copy of `model` (an `onnx.ModelProto`) to edit; ModelError if it already uses names
+    starting with `prefix` (the edit's own names would collide)."""
+    import onnx
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    names = {n for node in out.graph.node for n in (*node.input, *node.output)}
+    if any(n.startswith(prefix) for n in names):
+        raise ModelError(f"{where}: the model already uses the names {prefix}*")
+    return out
 
 
 def attribute(node: Any, name: str, default: Any) -> Any:
@@ -60,7 +76,24 @@ class GraphIndex:
         return None
 
 
-def drop_unused(graph: Any, candidates: set[str], gone: set[str]) -> None:
+def splice(graph: Any, replaced: dict[int, list[Any]], removed: list[Any], params: set[str]) -> None:
+    """Rebuild `graph`'s node list: each node whose id is a key of `replaced` gives way to those
+    new nodes, in its place (which keeps the order topological, the new nodes reading only what
+    came before it), and the `removed` nodes go. Then drop the `params` (weights, shapes) nothing
+    reads any more and the shape records of the removed nodes' outputs."""
+    dropped = {id(n) for n in removed}
+    nodes: list[Any] = []
+    for node in graph.node:
+        if id(node) in replaced:
+            nodes.extend(replaced[id(node)])
+        elif id(node) not in dropped:
+            nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    _drop_unused(graph, params, {o for n in removed for o in n.output})
+
+
+def _drop_unused(graph: Any, candidates: set[str], gone: set[str]) -> None:
     """Remove the `candidates` (initializers, Constant nodes) nothing reads any more, and the
     shape records (`value_info`) of tensors in `gone` or removed. Old IR versions list
     initializers as graph inputs too: those entries go with them."""

@@ -26,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.engines.onnx_graph import GraphIndex, attribute, drop_unused
-from edge.errors import ModelError
+from edge.engines.onnx_graph import GraphIndex, attribute, copy_for_edit, splice
 
 _PREFIX = "edge_inspect_split_"
 
@@ -108,15 +107,10 @@ def with_split_convs(model: Any, *, where: str = "model") -> tuple[Any, int]:
     Returns (model, how many Splits were folded); 0 leaves an unchanged copy.
     Raises ModelError if the model already uses this module's node names.
     """
-    import onnx
     from onnx import helper, numpy_helper
 
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = copy_for_edit(model, _PREFIX, where)
     graph = out.graph
-    names = {n for node in graph.node for n in (*node.input, *node.output)}
-    if any(n.startswith(_PREFIX) for n in names):
-        raise ModelError(f"{where}: the model already uses the names {_PREFIX}*")
     g = GraphIndex(graph)
     inits = g.initializers
     matches = [m for m in (_match(n, g) for n in graph.node if n.op_type == "Split") if m]
@@ -124,7 +118,7 @@ def with_split_convs(model: Any, *, where: str = "model") -> tuple[Any, int]:
         return out, 0
 
     replaced: dict[int, list[Any]] = {}
-    dropped: set[int] = set()
+    removed: list[Any] = []
     old_params: set[str] = set()
     for k, m in enumerate(matches):
         weight = numpy_helper.to_array(inits[m.conv.input[1]])
@@ -154,17 +148,8 @@ def with_split_convs(model: Any, *, where: str = "model") -> tuple[Any, int]:
                 new.append(helper.make_node("Mul", [conv_out, p + "sigmoid"], [target], name=p + "silu"))
             start += size
         replaced[id(m.split)] = new
-        dropped |= {id(m.conv), *(id(a) for a in m.activation)}
+        removed += [m.conv, *m.activation]
         old_params |= {i for i in m.conv.input[1:] if i} | ({m.split.input[1]} if len(m.split.input) > 1 else set())
 
-    nodes: list[Any] = []
-    for node in graph.node:
-        if id(node) in replaced:
-            nodes.extend(replaced[id(node)])
-        elif id(node) not in dropped:
-            nodes.append(node)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    gone = {o for m in matches for n in (m.conv, *m.activation) for o in n.output}
-    drop_unused(graph, old_params, gone)
+    splice(graph, replaced, removed, old_params)
     return out, len(matches)
