@@ -6,6 +6,7 @@ import glob
 import tracemalloc
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -147,6 +148,25 @@ def random_input() -> Callable[[np.ndarray, int], None]:
 def pixels_to_tensor() -> Callable[[np.ndarray], np.ndarray]:
     """`pixels_as_tensor(pixels)`: a fused engine's uint8 input as the float tensor it becomes."""
     return pixels_as_tensor
+
+
+def run_onnx_model(model: Any, feed: np.ndarray) -> list[np.ndarray]:
+    """Every output of an in-memory ONNX model (`onnx.ModelProto`) on ORT's CPU provider, fed its one input.
+
+    ORT logs from level info up, so a warning about the graph (an unused initializer an edit left
+    behind) shows in the test output."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 1
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return [np.asarray(o) for o in sess.run(None, {sess.get_inputs()[0].name: feed})]
+
+
+@pytest.fixture(scope="session")
+def run_onnx() -> Callable[[Any, np.ndarray], list[np.ndarray]]:
+    """`run_onnx_model(model, feed)`: every output of an in-memory ONNX model on ORT's CPU provider."""
+    return run_onnx_model
 
 
 @pytest.fixture(scope="session")

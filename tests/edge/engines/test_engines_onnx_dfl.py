@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,17 +13,12 @@ from onnx import TensorProto, helper, numpy_helper
 from edge.engines.onnx_dfl import with_last_axis_dfl
 from edge.errors import ModelError
 
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")
+
+RunOnnx = Callable[[onnx.ModelProto, np.ndarray], list[np.ndarray]]
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED = sorted((REPO / "models").glob("*.onnx"))
-
-
-def run(model: onnx.ModelProto, feed: np.ndarray) -> np.ndarray:
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 1  # a warning (an unused initializer left behind) would be in the way
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return np.asarray(sess.run(None, {sess.get_inputs()[0].name: feed})[0])
 
 
 def softmax_axes(model: onnx.ModelProto) -> list[int]:
@@ -74,7 +70,9 @@ def expected_dfl(x: np.ndarray, bins: int) -> np.ndarray:
 
 @pytest.mark.parametrize("constant_nodes", [False, True], ids=["initializers", "constant-nodes"])
 @pytest.mark.parametrize(("batch", "anchors", "bins"), [(1, 2100, 16), (2, 37, 16), (1, 5, 8)])
-def test_rewrite_computes_the_dfl_expectation(constant_nodes: bool, batch: int, anchors: int, bins: int) -> None:
+def test_rewrite_computes_the_dfl_expectation(
+    run_onnx: RunOnnx, constant_nodes: bool, batch: int, anchors: int, bins: int
+) -> None:
     original = dfl_model(bins=bins, constant_nodes=constant_nodes)
     rewritten, count = with_last_axis_dfl(original)
     assert count == 1
@@ -86,9 +84,9 @@ def test_rewrite_computes_the_dfl_expectation(constant_nodes: bool, batch: int, 
     x = (np.random.default_rng(batch * 100 + anchors).standard_normal((batch, 4 * bins, anchors)) * 4).astype(
         np.float32
     )
-    got = run(rewritten, x)
+    (got,) = run_onnx(rewritten, x)
     assert got.shape == (batch, 4, anchors)
-    np.testing.assert_allclose(got, run(original, x), rtol=1e-6, atol=1e-5)
+    np.testing.assert_allclose(got, run_onnx(original, x)[0], rtol=1e-6, atol=1e-5)
     np.testing.assert_allclose(got, expected_dfl(x, bins), rtol=1e-5, atol=1e-5)
 
 
@@ -118,7 +116,7 @@ def test_refuses_a_model_using_its_names() -> None:
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
-def test_shipped_models_have_one_dfl_and_keep_their_outputs(path: Path) -> None:
+def test_shipped_models_have_one_dfl_and_keep_their_outputs(path: Path, run_onnx: RunOnnx) -> None:
     original = onnx.load(str(path))
     rewritten, count = with_last_axis_dfl(original, where=str(path))
     assert count == 1
@@ -126,4 +124,4 @@ def test_shipped_models_have_one_dfl_and_keep_their_outputs(path: Path) -> None:
     assert 1 not in softmax_axes(rewritten)  # the attention softmax (last axis) is untouched
     dims = [d.dim_value for d in original.graph.input[0].type.tensor_type.shape.dim]
     x = np.random.default_rng(0).random(dims, dtype=np.float32)
-    np.testing.assert_allclose(run(rewritten, x), run(original, x), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(run_onnx(rewritten, x)[0], run_onnx(original, x)[0], rtol=1e-5, atol=1e-4)

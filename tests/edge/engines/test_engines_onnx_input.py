@@ -19,15 +19,18 @@ TinyModel = Callable[..., Path]
 ToTensor = Callable[[np.ndarray], np.ndarray]
 
 
-def run(model: onnx.ModelProto, feed: np.ndarray) -> np.ndarray:
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return np.asarray(sess.run(None, {sess.get_inputs()[0].name: feed})[0])
+RunOnnx = Callable[[onnx.ModelProto, np.ndarray], list[np.ndarray]]
 
 
 @pytest.mark.parametrize("cast_first", [False, True], ids=["bytes-moved", "cast-first"])
 @pytest.mark.parametrize(("channels", "batch"), [(3, 1), (1, 1), (3, "N")])
 def test_pixel_input_is_bit_identical_to_the_float_path(
-    tiny_model: TinyModel, pixels_to_tensor: ToTensor, channels: int, batch: int | str, cast_first: bool
+    tiny_model: TinyModel,
+    pixels_to_tensor: ToTensor,
+    run_onnx: RunOnnx,
+    channels: int,
+    batch: int | str,
+    cast_first: bool,
 ) -> None:
     original = onnx.load(str(tiny_model(channels=channels, batch=batch, imgsz=(24, 40))))
     fused = with_pixel_input(original, cast_first=cast_first)
@@ -39,7 +42,7 @@ def test_pixel_input_is_bit_identical_to_the_float_path(
     assert original.graph.input[0].name == "images" and len(original.graph.node) == 2  # not modified
     n = 2 if batch == "N" else 1
     pixels = np.random.default_rng(4).integers(0, 256, (n, 24, 40, channels), dtype=np.uint8)
-    np.testing.assert_array_equal(run(fused, pixels), run(original, pixels_to_tensor(pixels)))
+    np.testing.assert_array_equal(run_onnx(fused, pixels)[0], run_onnx(original, pixels_to_tensor(pixels))[0])
 
 
 def test_node_order_moves_bytes_unless_cast_first(tiny_model: TinyModel) -> None:
@@ -51,7 +54,7 @@ def test_node_order_moves_bytes_unless_cast_first(tiny_model: TinyModel) -> None
     assert [n.op_type for n in trt_order if PIXEL_INPUT in n.input] == ["Cast"]
 
 
-def test_float16_model_gets_a_float16_division() -> None:
+def test_float16_model_gets_a_float16_division(run_onnx: RunOnnx) -> None:
     half = helper.make_model(
         helper.make_graph(
             [helper.make_node("Identity", ["images"], ["out"])],
@@ -64,7 +67,7 @@ def test_float16_model_gets_a_float16_division() -> None:
     cast = next(n for n in fused16.graph.node if n.op_type == "Cast")
     assert cast.attribute[0].i == TensorProto.FLOAT16
     pixels = np.full((1, 32, 32, 3), 51, np.uint8)
-    out = run(fused16, pixels)
+    (out,) = run_onnx(fused16, pixels)
     assert out.dtype == np.float16 and np.allclose(out, 0.2, atol=1e-3)
 
 
@@ -107,7 +110,9 @@ def test_refuses_models_it_cannot_front() -> None:
         with_pixel_input(taken)
 
 
-def test_initializers_listed_as_inputs_are_kept(tiny_model: TinyModel, pixels_to_tensor: ToTensor) -> None:
+def test_initializers_listed_as_inputs_are_kept(
+    tiny_model: TinyModel, pixels_to_tensor: ToTensor, run_onnx: RunOnnx
+) -> None:
     """Old exporters (IR < 4) list every weight as a graph input too: only the image is replaced."""
     original = onnx.load(str(tiny_model()))
     for init in original.graph.initializer:
@@ -119,4 +124,5 @@ def test_initializers_listed_as_inputs_are_kept(tiny_model: TinyModel, pixels_to
     sess = ort.InferenceSession(fused.SerializeToString(), providers=["CPUExecutionProvider"])
     got = sess.run(None, {PIXEL_INPUT: pixels})[0]
     # (weights listed as inputs are not constant-folded: another conv kernel, so ulp-close only)
-    np.testing.assert_allclose(got, run(onnx.load(str(tiny_model())), pixels_to_tensor(pixels)), rtol=1e-5, atol=1e-6)
+    (want,) = run_onnx(onnx.load(str(tiny_model())), pixels_to_tensor(pixels))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,18 +13,13 @@ from onnx import TensorProto, helper, numpy_helper
 from edge.engines.onnx_split import with_split_convs
 from edge.errors import ModelError
 
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")
+
+RunOnnx = Callable[[onnx.ModelProto, np.ndarray], list[np.ndarray]]
 
 REPO = Path(__file__).resolve().parents[3]
 SHIPPED = sorted((REPO / "models").glob("*.onnx"))
 F32 = TensorProto.FLOAT
-
-
-def run(model: onnx.ModelProto, feed: np.ndarray) -> list[np.ndarray]:
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 1  # a warning (an unused initializer left behind) would be in the way
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    return [np.asarray(o) for o in sess.run(None, {sess.get_inputs()[0].name: feed})]
 
 
 def block(
@@ -95,7 +91,7 @@ X = np.random.default_rng(0).standard_normal((1, 8, 6, 5)).astype(np.float32)
     ],
     ids=["silu", "silu-mul-swapped", "relu", "no-activation", "no-bias", "unequal", "attribute-sizes", "equal-parts"],
 )
-def test_fold_keeps_every_output(kwargs: dict[str, object]) -> None:
+def test_fold_keeps_every_output(kwargs: dict[str, object], run_onnx: RunOnnx) -> None:
     original = block(**kwargs)  # type: ignore[arg-type]
     folded, count = with_split_convs(original)
     assert count == 1
@@ -104,7 +100,7 @@ def test_fold_keeps_every_output(kwargs: dict[str, object]) -> None:
     assert "Split" not in ops(folded) and ops(folded).count("Conv") == parts
     assert "Split" in ops(original)  # the original is not modified
     assert {t.name for t in folded.graph.initializer}.isdisjoint({"w", "b", "sizes"})  # old weights are gone
-    got, want = run(folded, X), run(original, X)
+    got, want = run_onnx(folded, X), run_onnx(original, X)
     for g, w in zip(got, want, strict=True):
         assert g.shape == w.shape
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
@@ -131,7 +127,7 @@ def test_refuses_a_model_using_its_names() -> None:
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
-def test_shipped_models_fold_every_c3k2_split(path: Path) -> None:
+def test_shipped_models_fold_every_c3k2_split(path: Path, run_onnx: RunOnnx) -> None:
     """Nine C3k2 blocks in yolo11n; the attention block's Split (axis 2) stays."""
     original = onnx.load(str(path))
     folded, count = with_split_convs(original, where=str(path))
@@ -140,5 +136,5 @@ def test_shipped_models_fold_every_c3k2_split(path: Path) -> None:
     assert ops(folded).count("Split") == ops(original).count("Split") - 9 == 1
     dims = [d.dim_value for d in original.graph.input[0].type.tensor_type.shape.dim]
     x = np.random.default_rng(1).random(dims, dtype=np.float32)
-    (got,), (want,) = run(folded, x), run(original, x)
+    (got,), (want,) = run_onnx(folded, x), run_onnx(original, x)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)  # boxes in pixels up to ~320, scores in [0, 1]
