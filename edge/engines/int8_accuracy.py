@@ -110,7 +110,7 @@ def compare_accuracy(
     parent = load_thresholds(side, Path(fp32_model))
     try:
         doc["own_thresholds"] = own_thresholds(
-            results["fp32"], results["int8"], parent, group_pattern=group_pattern, out=thresholds_out, split=split
+            results["fp32"], results["int8"], parent, group_pattern=group_pattern, out=thresholds_out
         )
     except DatasetError as exc:  # e.g. no defective part in the split: nothing to calibrate on
         log.warning("the INT8 model's own thresholds were not calibrated (none written): %s", exc)
@@ -126,14 +126,13 @@ def own_thresholds(
     *,
     group_pattern: str | None,
     out: Path | None,
-    split: str,
 ) -> dict[str, Any]:
     """The INT8 model calibrated like its parent (`parent`: the FP32 sidecar) on the same parts.
 
     `fp32` and `int8` are `EvalResult`s of the same images; returns the report and writes the
     INT8 sidecar to `out` when given.
     """
-    from edge.training.calibrate import DEFAULT_FLOOR, calibrate, cross_fit, save_thresholds
+    from edge.training.calibrate import DEFAULT_FLOOR, calibrate, cross_fit
     from edge.training.dataset import DEFAULT_GROUP_PATTERN, image_groups
 
     if list(fp32.images) != list(int8.images):
@@ -166,15 +165,7 @@ def own_thresholds(
         unchanged = unchanged and crossed["int8"].pooled.part_recall >= crossed["fp32"].pooled.part_recall
     report["part_recall_unchanged"] = bool(unchanged)
     if out is not None:
-        save_thresholds(
-            out,
-            model_id=int8.model_id,
-            names=int8.names,
-            result=cal,
-            model_name=Path(int8.model).name,
-            data={"path": str(int8.data), "split": split, "images": len(int8.images)},
-            cross_fitted=crossed.get("int8"),
-        )
+        int8.save_thresholds(out, cal, crossed.get("int8"))
         report["sidecar"] = str(out)
         log.info("INT8 thresholds written to %s", out)
     return report

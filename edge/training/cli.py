@@ -234,7 +234,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from edge.training.calibrate import calibrate, cross_fit, save_thresholds, sidecar_path
+    from edge.training.calibrate import calibrate, cross_fit, sidecar_path
     from edge.training.dataset import DEFAULT_GROUP_PATTERN, image_groups
     from edge.training.evaluate import evaluate
 
@@ -245,15 +245,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         groups = image_groups(result.images, args.group_pattern or DEFAULT_GROUP_PATTERN)
         crossed = cross_fit(result.maxconf, result.defective, groups, args.target_recall, floor=args.floor)
     out = args.out or sidecar_path(args.model)
-    save_thresholds(
-        out,
-        model_id=result.model_id,
-        names=result.names,
-        result=cal,
-        model_name=args.model.name,
-        data={"path": str(result.data), "split": args.split, "images": len(result.images)},
-        cross_fitted=crossed,
-    )
+    result.save_thresholds(out, cal, crossed)
     names = result.names
 
     def per_class(values: Any) -> dict[str, float]:

@@ -37,7 +37,14 @@ from edge.engines.letterbox import Preprocessor
 from edge.engines.yolo import decode
 from edge.errors import DatasetError, EdgeInspectError
 from edge.reference import check_input_kind
-from edge.training.calibrate import Thresholds, load_thresholds, sidecar_path
+from edge.training.calibrate import (
+    CalibrationResult,
+    CrossFit,
+    Thresholds,
+    load_thresholds,
+    save_thresholds,
+    sidecar_path,
+)
 from edge.training.partmetrics import (
     BoxMetrics,
     BoxStats,
@@ -154,6 +161,19 @@ class EvalResult:
     iou: float
     plots: list[Path] = field(default_factory=list)
     runtime: str = "onnxruntime (CPU)"
+
+    def save_thresholds(self, path: Path, calibration: CalibrationResult, cross_fitted: CrossFit | None = None) -> Path:
+        """Write thresholds calibrated on this evaluation's scores as the sidecar of its model
+        (its model id and classes; the data and split they were calibrated on)."""
+        return save_thresholds(
+            path,
+            model_id=self.model_id,
+            names=self.names,
+            result=calibration,
+            model_name=Path(self.model).name,
+            data={"path": str(self.data), "split": self.split, "images": len(self.images)},
+            cross_fitted=cross_fitted,
+        )
 
     def summary(self) -> dict[str, Any]:
         return {
