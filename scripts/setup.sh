@@ -13,6 +13,16 @@ if command -v "$PY" >/dev/null 2>&1; then
     echo "edge-inspect needs Python >= 3.10 (found $("$PY" --version 2>&1))" >&2; exit 1; }
   "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 fi
+# Real peers the demo and the tests talk to over loopback: a broker, a headless browser,
+# and the linters for the station's scripts (skip with EDGE_NO_SYSTEM_DEPS=1).
+if [ "${EDGE_NO_SYSTEM_DEPS:-0}" != 1 ]; then
+  command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
+  command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+  command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium-driver)
+  command -v shellcheck >/dev/null 2>&1 || need_apt+=(shellcheck)
+  command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
