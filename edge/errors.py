@@ -45,3 +45,18 @@ class SinkError(EdgeInspectError):
 
 class DatasetError(EdgeInspectError):
     """A dataset or annotation file is malformed or missing."""
+
+
+class TransientSinkError(SinkError):
+    """A sink's far side is unreachable or refused for now (broker down, disk full): retry later."""
+
+
+class PermanentSinkError(SinkError):
+    """A sink's far side will never take these verdicts (rejected payload, bad topic): drop and count."""
+
+
+class CameraSourceError(CameraError):
+    """A permanent problem with one item of a camera's source (unreadable file, missing reference).
+
+    Not an outage: reconnecting will not help. The item is decided FAILSAFE with this message and
+    the source goes on with its next item."""
