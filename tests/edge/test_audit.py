@@ -1,0 +1,180 @@
+"""The audit database and its sink: rows, queries, paging, CSV, retention, changes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from edge.audit import AuditConfig, AuditStore, VerdictQuery
+from edge.audit.export import CSV_COLUMNS, iter_csv
+from edge.audit.sink import AuditSink
+from edge.verdict import Detection, FailsafeReason, Reason, Verdict, VerdictKind, new_result_id
+
+T0 = 1_800_000_000_000_000_000  # a fixed wall clock (ns)
+
+
+def make_verdict(
+    i: int,
+    kind: VerdictKind = VerdictKind.PASS,
+    camera: str = "cam",
+    cls: str | None = None,
+    wall_ns: int | None = None,
+    reason: FailsafeReason | None = None,
+) -> Verdict:
+    wall = T0 + i * 1_000_000_000 if wall_ns is None else wall_ns
+    dets = (Detection(1, cls, 0.9, (10.0, 20.0, 30.0, 40.0)),) if cls else ()
+    reasons: tuple[Reason, ...] = ()
+    if kind is VerdictKind.REJECT:
+        reasons = (Reason("max_count", f"{cls}: 1 > 0", dets[0] if dets else None),)
+    elif kind is VerdictKind.FAILSAFE:
+        reasons = (Reason("failsafe", (reason or FailsafeReason.DEADLINE).value),)
+    return Verdict(
+        result_id=new_result_id(wall),
+        part_id=f"part-{i}",
+        frame_id=i,
+        camera=camera,
+        verdict=kind,
+        reasons=reasons,
+        detections=dets,
+        captured_ns=1000 + i,
+        arrived_ns=2000 + i,
+        decided_ns=3000 + i,
+        deadline_ns=10_000 + i,
+        decided_wall_ns=wall,
+        latencies_ms={"total": 12.5, "infer": 8.0},
+        model_id="m1",
+        config_version="1+abc",
+        failsafe_reason=(reason or FailsafeReason.DEADLINE) if kind is VerdictKind.FAILSAFE else None,
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> AuditStore:
+    s = AuditStore(tmp_path / "a" / "audit.db")
+    s.open()
+    yield s
+    s.close()
+
+
+def test_rows_hold_the_whole_verdict_and_replays_are_idempotent(store: AuditStore) -> None:
+    v = make_verdict(1, VerdictKind.REJECT, cls="open")
+    assert store.add_verdicts([v.to_dict()]) == 1
+    assert store.add_verdicts([v.to_dict()]) == 0  # a replayed journal entry keeps the first row
+    row = store.verdict(v.result_id)
+    assert row is not None
+    assert row["part_id"] == "part-1" and row["camera"] == "cam" and row["verdict"] == "REJECT"
+    assert row["classes"] == ["open"] and row["rules"] == ["max_count"]
+    assert row["detections"][0]["box"] == [10.0, 20.0, 30.0, 40.0]
+    assert row["reasons"][0]["message"] == "open: 1 > 0"
+    assert row["model_id"] == "m1" and row["config_version"] == "1+abc"
+    assert row["latencies"] == {"total": 12.5, "infer": 8.0} and row["latency_ms"] == 12.5
+    assert row["decided_wall_ns"] == T0 + 1_000_000_000 and row["captured_ns"] == 1001
+    assert row["evidence_id"] is None
+    store.add_evidence(v.result_id, {"image": "x.jpg"}, 123)
+    assert store.verdict(v.result_id)["evidence_id"] == v.result_id  # type: ignore[index]
+    # WAL, so readers do not wait for the writer
+    assert sqlite3.connect(store.path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_queries_filter_and_page_newest_first(store: AuditStore) -> None:
+    vs = []
+    for i in range(30):
+        kind = VerdictKind.REJECT if i % 3 == 0 else VerdictKind.PASS
+        vs.append(
+            make_verdict(i, kind, camera="a" if i % 2 else "b", cls="short" if kind is VerdictKind.REJECT else None)
+        )
+    vs.append(make_verdict(30, VerdictKind.FAILSAFE, reason=FailsafeReason.RING_OVERFLOW))
+    store.add_verdicts([v.to_dict() for v in vs])
+    assert store.count() == 31
+    page = store.verdicts(VerdictQuery(limit=7))
+    assert [r["frame_id"] for r in page["items"]] == [30, 29, 28, 27, 26, 25, 24]
+    seen = [r["frame_id"] for r in page["items"]]
+    while page["next"]:
+        page = store.verdicts(VerdictQuery(limit=7, before=page["next"]))
+        seen += [r["frame_id"] for r in page["items"]]
+    assert seen == list(range(30, -1, -1))
+    rejects = store.verdicts(VerdictQuery(verdict="REJECT", limit=100))["items"]
+    assert [r["frame_id"] for r in rejects] == [27, 24, 21, 18, 15, 12, 9, 6, 3, 0]
+    assert {r["frame_id"] for r in store.verdicts(VerdictQuery(cls="short", camera="a", limit=100))["items"]} == {
+        27,
+        21,
+        15,
+        9,
+        3,
+    }
+    assert store.verdicts(VerdictQuery(cls="shor", limit=100))["items"] == []  # whole class names only
+    assert [r["frame_id"] for r in store.verdicts(VerdictQuery(part_id="part-4"))["items"]] == [4]
+    window = store.verdicts(VerdictQuery(since_ns=T0 + 10 * 10**9, until_ns=T0 + 13 * 10**9, limit=100))
+    assert [r["frame_id"] for r in window["items"]] == [12, 11, 10]
+    fs = store.verdicts(VerdictQuery(failsafe_reason="ring_overflow"))["items"]
+    assert [r["frame_id"] for r in fs] == [30]
+
+
+def test_csv_export_of_a_time_range(store: AuditStore) -> None:
+    vs = [
+        make_verdict(i, VerdictKind.REJECT if i == 5 else VerdictKind.PASS, cls="spur" if i == 5 else None)
+        for i in range(450)
+    ]
+    store.add_verdicts([v.to_dict() for v in vs])
+    text = "".join(iter_csv(store, T0 + 3 * 10**9, T0 + 403 * 10**9))
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert tuple(rows[0].keys()) == CSV_COLUMNS
+    assert [int(r["frame_id"]) for r in rows] == list(range(3, 403))
+    five = rows[2]
+    assert five["verdict"] == "REJECT" and five["classes"] == "spur" and five["rules"] == "max_count"
+    assert five["decided_utc"].endswith("+00:00") and five["detections"].startswith("spur@0.9:")
+
+
+def test_retention_by_age_and_rows(tmp_path: Path) -> None:
+    s = AuditStore(tmp_path / "r.db", retention_days=1.0, max_rows=None)
+    now = time.time_ns()
+    old = [make_verdict(i, wall_ns=now - 2 * 86400 * 10**9 + i) for i in range(5)]
+    new = [make_verdict(100 + i, wall_ns=now - 1000 + i) for i in range(5)]
+    s.add_verdicts([v.to_dict() for v in old + new])
+    assert s.purge(now) == 5
+    assert s.count() == 5
+    s.max_rows = 2
+    assert s.purge(now) == 3
+    assert sorted(r["frame_id"] for r in s.verdicts(VerdictQuery(limit=10))["items"]) == [103, 104]
+    s.close()
+
+
+def test_changes_are_recorded_with_before_and_after(store: AuditStore) -> None:
+    cid = store.add_change("token:ops", "decision", {"min_confidence": 0.25}, {"min_confidence": 0.4})
+    store.add_change("token:ops", "recipe", "a", "b", outcome="refused", detail="unknown recipe")
+    rows = store.changes()
+    assert [r["what"] for r in rows] == ["recipe", "decision"]
+    assert rows[1]["before"] == {"min_confidence": 0.25} and rows[1]["after"] == {"min_confidence": 0.4}
+    assert rows[0]["outcome"] == "refused" and rows[0]["detail"] == "unknown recipe"
+    assert store.change(cid)["who"] == "token:ops"  # type: ignore[index]
+    assert [r["id"] for r in store.changes(what="decision")] == [cid]
+
+
+def test_sink_writes_every_submitted_verdict_in_batches(tmp_path: Path) -> None:
+    cfg = AuditConfig(enabled=True, path="x/audit.db", batch_size=64)
+    store = AuditStore(cfg.resolve_path(tmp_path))
+    sink = AuditSink(store, batch_size=cfg.batch_size)
+    sink.start()
+    vs = [make_verdict(i, wall_ns=time.time_ns()) for i in range(1000)]
+    for v in vs:
+        assert sink.submit(v)
+    sink.close()
+    assert store.result_ids() == {v.result_id for v in vs}
+    h = sink.health()
+    assert h["submitted"] == h["written"] == 1000 and h["dropped"] == 0 and h["errors"] == 0
+    assert (tmp_path / "x" / "audit.db").is_file()
+    store.close()
+
+
+def test_sink_full_queue_drops_and_counts_without_blocking(tmp_path: Path) -> None:
+    store = AuditStore(tmp_path / "q.db")
+    sink = AuditSink(store, queue_size=16)  # not started: nothing drains the queue
+    t = time.monotonic()
+    results = [sink.submit(make_verdict(i)) for i in range(40)]
+    assert time.monotonic() - t < 1.0
+    assert results.count(True) == 16 and sink.health()["dropped"] == 24
