@@ -1,0 +1,254 @@
+"""One MQTT v5 session to the broker (paho-mqtt 2.x): connect, last will, publish a batch, wait for PUBACKs.
+
+`MqttLink.deliver(entries)` publishes every message of a batch of journal entries at QoS 1 and
+blocks until the broker acknowledged them all; it raises `TransientSinkError` while the broker
+cannot be reached (the durable sink keeps the batch in its journal and retries) and
+`PermanentSinkError` when the broker refused a message for good (not authorised, bad topic).
+paho's network thread reconnects on its own with back-off; `online` is published (retained) on
+the station's state topic at every connect, and the broker publishes the last will `offline`
+when the connection dies without a clean close.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from edge.errors import PermanentSinkError, SinkError, TransientSinkError
+from plc import mqtt_model
+from plc.stale import classify
+
+log = logging.getLogger(__name__)
+
+
+class Entry(Protocol):
+    """What the link needs of a journal entry (`edge.sinks.journal.JournalEntry`)."""
+
+    @property
+    def result_id(self) -> str: ...
+
+    @property
+    def payload(self) -> dict[str, Any]: ...
+
+    @property
+    def attempts(self) -> int: ...
+
+    @property
+    def replayed(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    host: str
+    port: int
+    topics: mqtt_model.Topics
+    client_id: str
+    username: str | None = None
+    password: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    tls: bool = False
+    tls_insecure: bool = False  # skip the broker host name check (never the chain check)
+    keepalive_s: int = 30
+    ack_timeout_s: float = 10.0
+    connect_timeout_s: float = 5.0
+    reconnect_max_s: int = 30
+    publish_verdicts: bool = True
+    publish_rejects: bool = True
+    max_inflight: int = 200
+
+
+# PUBACK reason codes that will not change on a retry
+_PERMANENT_PUBACK = {
+    0x87: "not authorized",
+    0x90: "topic name invalid",
+    0x95: "packet too large",
+    0x99: "payload format invalid",
+}
+
+
+class MqttLink:
+    def __init__(self, settings: LinkSettings, name: str = "mqtt") -> None:
+        self.s = settings
+        self.name = name
+        self._client: mqtt.Client | None = None
+        self._connected = threading.Event()
+        self._lock = threading.Lock()
+        self._refused: dict[int, ReasonCode] = {}
+        self.connects = 0
+        self.disconnects = 0
+        self.published = 0  # messages acknowledged by the broker
+        self.published_current = 0  # verdicts published as current
+        self.published_stale = 0  # verdicts published on the late/ topics
+        self.last_ack_wall_ns: int | None = None
+        self.last_error: str | None = None
+
+    # -- session --------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def open(self) -> None:
+        s = self.s
+        client = mqtt.Client(
+            callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
+            client_id=s.client_id,
+            protocol=mqtt.MQTTv5,
+        )
+        client.max_inflight_messages_set(s.max_inflight)
+        client.reconnect_delay_set(1, max(1, s.reconnect_max_s))
+        client.will_set(s.topics.state, mqtt_model.OFFLINE, qos=1, retain=True)
+        if s.username is not None:
+            client.username_pw_set(s.username, s.password)
+        if s.tls or s.ca_file or s.cert_file:
+            try:
+                client.tls_set(
+                    ca_certs=s.ca_file,
+                    certfile=s.cert_file,
+                    keyfile=s.key_file,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
+                )
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise SinkError(f"mqtt sink {self.name}: TLS setup failed ({exc})") from exc
+            client.tls_insecure_set(s.tls_insecure)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        self._client = client
+        try:
+            client.connect_async(s.host, s.port, keepalive=s.keepalive_s, clean_start=True)
+        except (OSError, ValueError) as exc:
+            raise SinkError(f"mqtt sink {self.name}: cannot connect to {s.host}:{s.port} ({exc})") from exc
+        client.loop_start()
+        if not self._connected.wait(s.connect_timeout_s):
+            log.warning(
+                "mqtt sink %s: broker %s:%s not reachable yet (%s); verdicts wait in the outbox",
+                self.name, s.host, s.port, self.last_error or "no answer",
+            )
+
+    def close(self, timeout: float = 5.0) -> None:
+        client = self._client
+        if client is None:
+            return
+        if self.connected:
+            try:
+                info = client.publish(self.s.topics.state, mqtt_model.OFFLINE, qos=1, retain=True)
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError):
+                pass
+        client.disconnect()
+        client.loop_stop()
+        self._client = None
+        self._connected.clear()
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
+        if rc.is_failure:
+            self.last_error = f"broker refused the connection: {rc}"
+            log.warning("mqtt sink %s: %s", self.name, self.last_error)
+            return
+        self.connects += 1
+        self._connected.set()
+        client.publish(self.s.topics.state, mqtt_model.ONLINE, qos=1, retain=True)
+        log.info("mqtt sink %s: connected to %s:%s", self.name, self.s.host, self.s.port)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
+        if self._connected.is_set():  # (after a refused CONNECT the refusal stays the last error)
+            self.disconnects += 1
+            self.last_error = f"disconnected: {rc}"
+            log.warning("mqtt sink %s: disconnected (%s); reconnecting", self.name, rc)
+        self._connected.clear()
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: ReasonCode, props: Any) -> None:
+        if rc.is_failure:
+            with self._lock:
+                self._refused[mid] = rc
+        else:
+            self.last_ack_wall_ns = time.time_ns()
+
+    # -- delivery -------------------------------------------------------------
+    def _properties(self, msg: mqtt_model.OutMessage) -> Properties:
+        props = Properties(PacketTypes.PUBLISH)
+        props.PayloadFormatIndicator = 1
+        props.ContentType = "application/json"
+        if msg.expiry_s is not None:
+            props.MessageExpiryInterval = msg.expiry_s
+        props.UserProperty = list(msg.user_properties)
+        return props
+
+    def deliver(self, entries: Sequence[Entry]) -> None:
+        """Publish the batch at QoS 1; return once the broker acknowledged every message."""
+        client = self._client
+        if client is None or not self.connected:
+            why = self.last_error or "connecting"
+            raise TransientSinkError(f"mqtt {self.s.host}:{self.s.port} not connected ({why})")
+        now = time.time_ns()
+        pending: list[tuple[str, mqtt.MQTTMessageInfo]] = []
+        current = stale = 0
+        for entry in entries:
+            delivery = classify(entry.payload, now, replayed=entry.replayed, attempts=entry.attempts)
+            if delivery.stale:
+                stale += 1
+            else:
+                current += 1
+            msgs = mqtt_model.messages(
+                entry.payload, self.s.topics, delivery, self.s.publish_verdicts, self.s.publish_rejects
+            )
+            for msg in msgs:
+                info = client.publish(msg.topic, msg.payload, qos=1, properties=self._properties(msg))
+                if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                    raise TransientSinkError("mqtt client queue full")
+                pending.append((entry.result_id, info))
+        end = time.monotonic() + self.s.ack_timeout_s
+        for result_id, info in pending:
+            try:
+                info.wait_for_publish(max(0.0, end - time.monotonic()))
+            except (RuntimeError, ValueError) as exc:
+                raise TransientSinkError(f"mqtt publish of {result_id} failed: {exc}") from exc
+            if not info.is_published():
+                reason = "connection lost" if not self.connected else f"no PUBACK within {self.s.ack_timeout_s:g} s"
+                raise TransientSinkError(f"mqtt publish of {result_id}: {reason}")
+        with self._lock:
+            refused = {info.mid: self._refused.pop(info.mid) for _, info in pending if info.mid in self._refused}
+        if refused:
+            codes = {int(rc.value) for rc in refused.values()}
+            text = ", ".join(sorted({str(rc) for rc in refused.values()}))
+            if codes & set(_PERMANENT_PUBACK):
+                raise PermanentSinkError(f"broker refused {len(refused)} message(s): {text}")
+            raise TransientSinkError(f"broker refused {len(refused)} message(s) for now: {text}")
+        self.published += len(pending)
+        self.published_current += current
+        self.published_stale += stale
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "connected": self.connected,
+            "connects": self.connects,
+            "disconnects": self.disconnects,
+            "messages_acked": self.published,
+            "published_current": self.published_current,
+            "published_stale": self.published_stale,
+            "last_ack_wall_ns": self.last_ack_wall_ns,
+        }
+
+
+def read_password(password: str | None, password_env: str | None, what: str) -> str | None:
+    """The password from the config or (preferred) from an environment variable."""
+    if password_env:
+        value = os.environ.get(password_env)
+        if value is None:
+            raise SinkError(f"{what}: environment variable {password_env} (password_env) is not set")
+        return value
+    return password
