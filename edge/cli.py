@@ -189,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.engines.quantize_cli import add_quantize_command
 
     add_quantize_command(sub)
+    from edge.doctor.cli import add_doctor_command
+
+    add_doctor_command(sub)
     return p
 
 
