@@ -38,7 +38,7 @@ from cameras.base import CameraConfigBase, Frame, resolve_path
 from cameras.buffers import HeldFrames
 from cameras.genicam_nodes import NodeValue
 from cameras.gentl import GenTLProducer, bundled_cti
-from edge.errors import CameraError, CameraLostError
+from edge.errors import CameraError, CameraFatalError, CameraLostError
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class GenICamCamera:
         if self._cti_config is None:
             return bundled_cti()
         if not self._cti_config.is_file():
-            raise CameraError(f"genicam camera {self.name}: GenTL producer {self._cti_config} does not exist")
+            raise CameraFatalError(f"genicam camera {self.name}: GenTL producer {self._cti_config} does not exist")
         return self._cti_config
 
     def open(self) -> None:
@@ -162,7 +162,7 @@ class GenICamCamera:
             try:
                 ia.num_buffers = self.config.num_buffers
             except ValueError as exc:
-                raise CameraError(f"{desc}: num_buffers={self.config.num_buffers}: {exc}") from exc
+                raise CameraFatalError(f"{desc}: num_buffers={self.config.num_buffers}: {exc}") from exc
             # Polling: non-blocking GenTL event checks, GIL-free sleeps in between (see module doc).
             ia.timeout_period_on_client_fetch_call = self.config.fetch_timeout_s
             ia.timeout_period_on_update_event_data_call = 0
@@ -241,7 +241,7 @@ class GenICamCamera:
                 offered = ", ".join(node.symbolics)
             except Exception:
                 offered = "?"
-            raise CameraError(
+            raise CameraFatalError(
                 f"{device}: PixelFormat {fmt} is not supported (supported: {', '.join(PIXEL_FORMATS)}; "
                 f"the device offers: {offered}); set pixel_format"
             )

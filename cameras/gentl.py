@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import genicam
 from harvesters.core import Harvester, ImageAcquirer
 
-from edge.errors import CameraError, CameraLostError
+from edge.errors import CameraFatalError, CameraLostError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ def bundled_cti() -> Path:
     folder = Path(genicam.__file__).resolve().parent
     found = sorted(folder.glob("*.cti"))
     if not found:
-        raise CameraError(
+        raise CameraFatalError(
             f"no GenTL producer (.cti) is bundled with the genicam package in {folder}; "
             "set `cti:` to your camera vendor's producer file"
         )
@@ -79,7 +79,7 @@ class GenTLProducer:
             self.harvester.update()
         except Exception as exc:
             self.harvester.reset()
-            raise CameraError(f"cannot load GenTL producer {cti}: {exc}") from exc
+            raise CameraFatalError(f"cannot load GenTL producer {cti}: {exc}") from exc
 
     @classmethod
     def acquire(cls, cti: Path) -> GenTLProducer:

@@ -7,7 +7,10 @@ frame (the part gets a FAILSAFE verdict) for the image it had to skip.
 
 A failed read on a live source (device index, URL) is a lost camera (`CameraLostError`; the
 pipeline reconnects). A file ends the iterator at its end, or starts over with `loop: true`;
-it plays at its own frame rate like a camera (`realtime: false`: as fast as it decodes).
+it plays at its own frame rate like a camera (`realtime: false`: as fast as it decodes). A file
+that exists but is no video OpenCV can decode, or has no frames, is permanent
+(`CameraFatalError`: reconnecting will not help). This is also the replay camera's video mode
+(`cameras.replay` drives an `OpenCVCamera` with its own pacing and part ids).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pydantic import Field, field_validator
 from cameras.base import CameraConfigBase, Frame, resolve_path
 from cameras.buffers import BufferPool
 from cameras.pooled_camera import PooledCamera, rewind
-from edge.errors import CameraError, CameraLostError
+from edge.errors import CameraError, CameraFatalError, CameraLostError
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +92,11 @@ class OpenCVCamera(PooledCamera):
         self._probe: np.ndarray | None = None
         self._pos = 0  # frames read from a file in this pass (a reopen starts the file over)
         self._loops = 0
+        # hooks for the replay camera's video mode: wait for a buffer this long (None: until one
+        # is free), continue a file where it stopped on reopen, name parts after the file
+        self.pool_wait_s: float | None = config.pool_wait_s
+        self.resume_position = False
+        self.file_part_ids = False
 
     def _describe(self) -> str:
         return f"opencv camera {self.name} ({self.source})"
@@ -102,7 +110,7 @@ class OpenCVCamera(PooledCamera):
         if not cap.isOpened():
             cap.release()
             if self.is_file and os.path.exists(str(self.source)):
-                raise CameraError(f"{self._describe()}: cannot open the file (not a video OpenCV can decode?)")
+                raise CameraFatalError(f"{self._describe()}: cannot open the file (not a video OpenCV can decode?)")
             raise CameraLostError(f"{self._describe()}: cannot open")
         c = self.config
         if c.fourcc:
@@ -113,6 +121,9 @@ class OpenCVCamera(PooledCamera):
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, c.height)
         if c.fps:
             cap.set(cv2.CAP_PROP_FPS, c.fps)
+        resume = self._pos if (self.is_file and self.resume_position) else 0
+        if resume:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, resume)  # a reconnect continues where it stopped
         # One probe read learns the real frame size (requests are only requests); its image
         # becomes the first frame, copied into the pool.
         ok, probe = cap.read()
@@ -122,14 +133,18 @@ class OpenCVCamera(PooledCamera):
                 raise CameraLostError(f"{self._describe()}: no frame from the device")
             if not os.path.exists(str(self.source)):
                 raise CameraLostError(f"{self._describe()}: file vanished")
-            raise CameraError(f"{self._describe()}: the file has no frames")
+            if resume:  # the file got shorter: start it over
+                self._pos = 0
+                cap.release()
+                return self.open()
+            raise CameraFatalError(f"{self._describe()}: the file has no frames")
         h, w = probe.shape[:2]
         self._probe = probe
         self._shape = (h, w) if c.grayscale else (h, w, 3)
         self._scratch = np.empty((h, w, 3), np.uint8) if c.grayscale else None
         self._pool = BufferPool(c.pool_size, int(np.prod(self._shape)))
         self._cap = cap
-        self._pos = 0
+        self._pos = resume
         self._session += 1
         self._connected = True
         log.info("opencv %s: opened %s (%s), %dx%d", self.name, self.source, cap.getBackendName(), w, h)
@@ -179,7 +194,7 @@ class OpenCVCamera(PooledCamera):
                 return None
             cap, pool = self._cap, self._pool
             assert cap is not None and pool is not None
-            index = pool.acquire(self.config.pool_wait_s)
+            index = pool.acquire(self.pool_wait_s)
             if index is None:
                 if self._closing.is_set():
                     return None
@@ -236,6 +251,9 @@ class OpenCVCamera(PooledCamera):
         return True
 
     def _part_id(self) -> str:
+        if self.file_part_ids:  # <file stem>-<position in the file>[#<loop>] (called after the read)
+            part = f"{Path(str(self.source)).stem}-{self._pos - 1}"
+            return part if self._loops == 0 else f"{part}#{self._loops}"
         return f"{self.name}-{self._frame_id}"
 
     def health(self) -> dict[str, Any]:

@@ -2,8 +2,15 @@
 
 Images are decoded once, at `open()`, into a cache that frames are read-only views of (several
 frames in flight may share one image; nothing is allocated per frame). A set larger than
-`max_cache_mb`, and every video, is decoded frame by frame into a fixed pool of preallocated
-buffers instead; a pool buffer is reused only after the pipeline released the frame in it.
+`max_cache_mb` is decoded frame by frame into a fixed pool of preallocated buffers instead; a
+pool buffer is reused only after the pipeline released the frame in it. A video file is played
+by the OpenCV camera (`cameras.opencv`, one implementation of video files) under this camera's
+pacing, part ids and `max_frames`.
+
+An item that cannot be read (missing or unreadable file, undecodable or truncated image --
+checked strictly, see `cameras.image_file` --, a missing or undecodable reference) is not an
+outage: it becomes an error frame naming the file and the problem (decided FAILSAFE with that
+cause), counted in `source_errors`, and the line goes on, in both modes.
 
 Pacing is `rate_ppm` parts per minute on an absolute schedule (frame i is due at t0 + i*period,
 so sleeps do not accumulate drift); 0 runs free, as fast as the consumer takes frames.
@@ -14,8 +21,9 @@ each board under test with its annotation and its defect-free template as a good
 
 The source vanishing is a lost camera: `open()` raises `CameraLostError` when it is missing
 (so the pipeline keeps reconnecting) and `frames()` raises it when the source disappears
-while playing (checked every `check_source_every_s`). A source that exists but holds no image
-is a configuration error (`CameraError`).
+while playing (checked every `check_source_every_s`). A source that exists but can never play
+(no image, none decodable, bad labels, a references path that is no folder, a file that is no
+video) is permanent: `CameraFatalError`, the camera stops with that message.
 """
 
 from __future__ import annotations
@@ -35,7 +43,9 @@ from pydantic import Field
 from cameras import labels as lbl
 from cameras.base import CameraConfigBase, Frame, resolve_path
 from cameras.buffers import BufferPool, HeldFrames
-from cameras.pooled_camera import PooledCamera, rewind
+from cameras.image_file import read_image
+from cameras.opencv import OpenCVCamera, OpenCVCameraConfig
+from cameras.pooled_camera import PooledCamera
 from cameras.replay_items import (
     ReplayItem,
     attach_deeppcb_labels,
@@ -43,7 +53,7 @@ from cameras.replay_items import (
     detect_label_format,
     scan_items,
 )
-from edge.errors import CameraError, CameraLostError, DatasetError
+from edge.errors import CameraError, CameraFatalError, CameraLostError, CameraSourceError, DatasetError
 
 # BufferPool, HeldFrames and resolve_path lived here first: still importable from this module.
 __all__ = ["VIDEO_SUFFIXES", "BufferPool", "HeldFrames", "ReplayCamera", "ReplayCameraConfig", "resolve_path"]
@@ -59,7 +69,12 @@ class ReplayCameraConfig(CameraConfigBase):
     type: Literal["replay"] = "replay"
     path: str = Field(..., description="Image folder, one image, a video file, or a DeepPCB root (has list.txt).")
     recursive: bool = Field(default=False, description="Also take images from sub-folders (sorted by relative path).")
-    rate_ppm: float = Field(default=60.0, ge=0, description="Parts per minute; 0 = as fast as the pipeline takes them.")
+    rate_ppm: float = Field(
+        default=60.0,
+        ge=0,
+        description="Parts per minute; 0 = unpaced: as fast as frames can be read (overruns the ring "
+        "and is judged FAILSAFE overflow unless max_in_flight paces it by the pipeline).",
+    )
     loop: bool = Field(default=True, description="Start over at the end of the set.")
     max_frames: int | None = Field(default=None, ge=1, description="Stop after this many frames (over all loops).")
     grayscale: bool | None = Field(
@@ -135,17 +150,21 @@ class ReplayCamera(PooledCamera):
         self.mode: str = "closed"
         self._items: list[ReplayItem] = []
         self._cache: dict[tuple[str, int, int, int], np.ndarray] = {}  # (path, mtime, size, flag) -> image
-        self._images: list[np.ndarray] = []  # cached mode: one per item
-        self._video: cv2.VideoCapture | None = None
-        self._video_shape: tuple[int, ...] = ()
-        self._scratch: np.ndarray | None = None
+        self._images: list[np.ndarray | None] = []  # cached mode: one per item (None: the item is bad)
+        self._size = (0, 0)  # (width, height) of the first decodable image: the set's geometry
+        self._video: OpenCVCamera | None = None  # video mode: the OpenCV camera playing the file
+        self._video_session = -1
         self._room = threading.Condition()  # signalled on release, for max_in_flight pacing
         # stream position, kept over close/open so a reconnect continues the line
         self._pos = 0
         self._loop_index = 0
         # counters (frames delivered / in error / dropped: PooledCamera)
-        self.decode_errors = 0
+        self.decode_errors = 0  # items that could not be read or decoded (each an error frame)
         self.behind_schedule = 0
+
+    @property
+    def is_video(self) -> bool:
+        return self.path.suffix.lower() not in lbl.IMAGE_SUFFIXES and not self.path.is_dir()
 
     # -- open ------------------------------------------------------------------------------
     def open(self) -> None:
@@ -154,14 +173,14 @@ class ReplayCamera(PooledCamera):
         if not self.path.exists():
             raise CameraLostError(f"replay source {self.path} does not exist")
         try:
-            if self.path.is_file() and self.path.suffix.lower() not in lbl.IMAGE_SUFFIXES:
+            if self.path.is_file() and self.is_video:
                 if self.references_dir is not None:
-                    raise CameraError(f"replay {self.name}: references pair with images by name, not video frames")
+                    raise CameraFatalError(f"replay {self.name}: references pair with images by name, not video frames")
                 self._open_video()
             else:
                 self._open_images()
         except DatasetError as exc:
-            raise CameraError(f"replay {self.name}: {exc}") from exc
+            raise CameraFatalError(f"replay {self.name}: {exc}") from exc
         except OSError as exc:  # the folder went away while it was being read
             if not self.path.exists():
                 raise CameraLostError(f"replay source {self.path} vanished while opening") from exc
@@ -169,8 +188,9 @@ class ReplayCamera(PooledCamera):
         self._session += 1
         self._connected = True
         log.info(
-            "replay %s: %d images from %s (%s mode, labels %s, %.1f ppm)",
-            self.name, len(self._items), self.path, self.mode, self.label_format, self.config.rate_ppm,
+            "replay %s: %d %s from %s (%s mode, labels %s, %.1f ppm)",
+            self.name, len(self._items), "images" if self._video is None else "video", self.path,
+            self.mode, self.label_format, self.config.rate_ppm,
         )  # fmt: skip
 
     def _imread_flag(self) -> int:
@@ -200,17 +220,14 @@ class ReplayCamera(PooledCamera):
             attach_yolo_labels(items, root, self.labels_dir, self.class_names)
         self.label_format = kind if self.label_format != "deeppcb-root" else "deeppcb-root"
 
-    def _decode(self, path: Path) -> np.ndarray | None:
-        img = cv2.imread(str(path), self._imread_flag())
-        if img is None:
-            return None
-        if img.dtype != np.uint8:  # pragma: no cover - ANYCOLOR without ANYDEPTH is 8-bit
-            img = cv2.convertScaleAbs(img)
-        if img.ndim == 3 and img.shape[2] == 4:
-            img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-        elif img.ndim == 3 and img.shape[2] == 1:
-            img = img[:, :, 0]
-        return img
+    def _decode(self, item: ReplayItem) -> np.ndarray | str:
+        """The item's image, strictly decoded, or what is wrong with it (counted, logged)."""
+        try:
+            return read_image(item.path, self._imread_flag())
+        except CameraSourceError as exc:
+            self.decode_errors += 1
+            log.warning("replay %s: %s; decided FAILSAFE", self.name, exc)
+            return str(exc)
 
     def _open_images(self) -> None:
         self.label_format = "none"
@@ -221,28 +238,42 @@ class ReplayCamera(PooledCamera):
         if deeppcb_root:
             self.label_format = "deeppcb-root"
         if not items:
-            raise CameraError(f"replay {self.name}: no images ({', '.join(sorted(lbl.IMAGE_SUFFIXES))}) in {self.path}")
+            raise CameraFatalError(
+                f"replay {self.name}: no images ({', '.join(sorted(lbl.IMAGE_SUFFIXES))}) in {self.path}"
+            )
         self._attach_labels(items)
         if self.references_dir is not None:
             self._attach_references(items)
         limit = self.config.max_cache_mb * 1024 * 1024
         mode = self.config.mode
-        first = self._decode(items[0].path)
+        first: np.ndarray | None = None
+        first_item = items[0]
+        for it in items:  # the first decodable image sizes the set; the bad ones before it stay bad
+            got = self._decode(it)
+            if isinstance(got, str):
+                it.problem = it.problem or got
+                continue
+            first, first_item = got, it
+            break
         if first is None:
-            raise CameraError(f"replay {self.name}: cannot decode {items[0].path}")
+            raise CameraFatalError(
+                f"replay {self.name}: none of the {len(items)} images in {self.path} can be read "
+                f"(first: {items[0].problem})"
+            )
+        self._size = (int(first.shape[1]), int(first.shape[0]))
         if mode == "auto":
             mode = "cached" if first.nbytes * len(items) <= limit else "pool"
         elif mode == "cached" and first.nbytes * len(items) > limit:
-            raise CameraError(
+            raise CameraFatalError(
                 f"replay {self.name}: {len(items)} images of {first.nbytes / 2**20:.1f} MB would need "
                 f"~{first.nbytes * len(items) / 2**20:.0f} MB, over max_cache_mb={self.config.max_cache_mb}; "
                 "raise max_cache_mb or use mode: pool"
             )
         self._items = items
         if mode == "cached":
-            if not self._fill_cache(items, first, limit):
+            if not self._fill_cache(items, first, first_item, limit):
                 if self.config.mode == "cached":
-                    raise CameraError(
+                    raise CameraFatalError(
                         f"replay {self.name}: decoded images exceed max_cache_mb={self.config.max_cache_mb}; "
                         "raise it or use mode: pool"
                     )
@@ -253,46 +284,65 @@ class ReplayCamera(PooledCamera):
         self.mode = mode
 
     def _attach_references(self, items: list[ReplayItem]) -> None:
-        """Give every item its golden reference: the image of the same stem in `references`."""
+        """Give every item its golden reference: the image of the same stem in `references`. An
+        item without a readable reference gets a `problem` (its parts are decided FAILSAFE)."""
         folder = self.references_dir
         assert folder is not None
         if not folder.is_dir():
-            raise CameraError(f"replay {self.name}: references {folder} is not a folder")
+            raise CameraFatalError(f"replay {self.name}: references {folder} is not a folder")
         by_stem = {f.stem: f for f in sorted(folder.iterdir()) if f.suffix.lower() in lbl.IMAGE_SUFFIXES}
-        loaded: dict[Path, np.ndarray] = {}
+        loaded: dict[Path, np.ndarray | str] = {}
         for it in items:
+            it.reference, it.problem = None, None
             path = reference_for(it.path.stem, by_stem)
             if path is None:
-                raise CameraError(
-                    f"replay {self.name}: no reference for {it.path.name} in {folder} "
+                it.problem = (
+                    f"no reference for {it.path.name} in {folder} "
                     "(a file named by its stem, or by the stem cut at an '_')"
                 )
+                self.decode_errors += 1
+                log.warning("replay %s: %s; its parts are decided FAILSAFE", self.name, it.problem)
+                continue
             image = loaded.get(path)
             if image is None:
-                image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-                if image is None:
-                    raise CameraError(f"replay {self.name}: cannot decode reference {path}")
-                image.flags.writeable = False
+                try:
+                    image = read_image(path, cv2.IMREAD_GRAYSCALE)
+                    image.flags.writeable = False
+                except CameraSourceError as exc:
+                    image = f"reference {exc}"
+                    log.warning("replay %s: %s; the parts it belongs to are decided FAILSAFE", self.name, image)
                 loaded[path] = image
-            it.reference = image
+            if isinstance(image, str):
+                it.problem = image
+                self.decode_errors += 1
+            else:
+                it.reference = image
 
-    def _fill_cache(self, items: list[ReplayItem], first: np.ndarray, limit: int) -> bool:
-        """Decode every image once (reusing unchanged ones from an earlier open). False: too big."""
+    def _fill_cache(self, items: list[ReplayItem], first: np.ndarray, first_item: ReplayItem, limit: int) -> bool:
+        """Decode every image once (reusing unchanged ones from an earlier open). False: too big.
+        An item that cannot be read keeps None and its `problem` (an error frame each time)."""
         flag = self._imread_flag()
         old, cache = self._cache, {}
-        images: list[np.ndarray] = []
+        images: list[np.ndarray | None] = []
         total = 0
-        bad: list[ReplayItem] = []
-        for i, it in enumerate(items):
-            st = it.path.stat()
-            key = (str(it.path), st.st_mtime_ns, st.st_size, flag)
-            img = old.get(key) if i else first
-            if img is None:
-                img = self._decode(it.path)
-            if img is None:
+        for it in items:
+            if it.problem is not None:  # no usable reference, or it failed to decode already
+                images.append(None)
+                continue
+            try:
+                st = it.path.stat()
+            except OSError as exc:
+                it.problem = f"cannot read {it.path}: {exc.strerror or exc}"
                 self.decode_errors += 1
-                log.warning("replay %s: cannot decode %s; skipped", self.name, it.path)
-                bad.append(it)
+                images.append(None)
+                continue
+            key = (str(it.path), st.st_mtime_ns, st.st_size, flag)
+            img: np.ndarray | str | None = first if it is first_item else old.get(key)
+            if img is None:
+                img = self._decode(it)
+            if isinstance(img, str):
+                it.problem = img
+                images.append(None)
                 continue
             total += img.nbytes
             if total > limit:
@@ -302,52 +352,56 @@ class ReplayCamera(PooledCamera):
             cache[key] = img
             images.append(img)
             it.truth_for(img.shape[1], img.shape[0])
-        if bad:
-            for it in bad:
-                items.remove(it)
-            if not items:
-                raise CameraError(f"replay {self.name}: none of the images in {self.path} can be decoded")
         self._cache, self._images = cache, images
         return True
 
     def _open_video(self) -> None:
-        cap = cv2.VideoCapture(str(self.path))
-        if not cap.isOpened():
-            cap.release()
+        cam = self._video
+        if cam is None:  # one OpenCV camera for this replay camera's life: frame ids never repeat
+            c = self.config
+            cfg = OpenCVCameraConfig(
+                name=c.name,
+                source=str(self.path),
+                grayscale=c.grayscale is True,
+                loop=c.loop,
+                realtime=False,  # paced here, by rate_ppm
+                pool_size=c.pool_size,
+                pool_wait_s=c.pool_wait_s,
+            )
+            cam = OpenCVCamera(cfg, self.path.parent)
+            cam.pool_wait_s = c.pool_wait_s if self.period_s else None
+            cam.resume_position = True
+            cam.file_part_ids = True
+            self._video = cam
+        try:
+            cam.open()
+        except CameraError as exc:
             if not self.path.exists():
-                raise CameraLostError(f"replay source {self.path} does not exist")
-            raise CameraError(f"replay {self.name}: cannot open video {self.path}")
-        w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
-        h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        if w <= 0 or h <= 0:
-            ok, probe = cap.read()
-            if not ok:
-                cap.release()
-                raise CameraError(f"replay {self.name}: video {self.path} has no frames")
-            h, w = probe.shape[:2]
-            cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-        if self._pos:
-            cap.set(cv2.CAP_PROP_POS_FRAMES, self._pos)  # a reconnect continues where it stopped
-        self._video = cap
+                raise CameraLostError(f"replay source {self.path} does not exist") from exc
+            raise
+        self._video_session = cam._session
         self._items = []
         self.label_format = "none"
-        gray = self.config.grayscale is True
-        self._video_shape = (h, w) if gray else (h, w, 3)
-        self._scratch = np.empty((h, w, 3), np.uint8) if gray else None
-        self._pool = BufferPool(self.config.pool_size, int(np.prod(self._video_shape)))
         self.mode = "pool"
 
     # -- close -----------------------------------------------------------------------------
     def _close_source(self, got_lock: bool) -> None:
         if self._video is not None:
-            if got_lock:  # else a read is still running: leave the capture to the garbage collector
-                self._video.release()
-            self._video = None
+            self._video.close()
         self._images = []
         if self.mode != "closed":
             self.mode = "closed"
 
     # -- frames ----------------------------------------------------------------------------
+    def _counts(self) -> tuple[int, int, int]:
+        """(delivered, error, dropped): this camera's, plus its video player's."""
+        v = self._video
+        extra = (v.frames_delivered, v.frames_error, v.frames_dropped) if v is not None else (0, 0, 0)
+        return self.frames_delivered + extra[0], self.frames_error + extra[1], self.frames_dropped + extra[2]
+
+    def _held_count(self) -> int:
+        return len(self._held) + (len(self._video._held) if self._video is not None else 0)
+
     def frames(self) -> Generator[Frame, None, None]:
         session = self._session
         if not self._connected:
@@ -360,8 +414,10 @@ class ReplayCamera(PooledCamera):
         next_check = t0 + self.config.check_source_every_s
         max_frames = self.config.max_frames
         while session == self._session and not self._closing.is_set():
-            if max_frames is not None and self.frames_delivered + self.frames_error >= max_frames:
-                return
+            if max_frames is not None:
+                delivered, errors, _ = self._counts()
+                if delivered + errors >= max_frames:
+                    return
             if self._video is None and self._pos >= len(self._items):
                 if not self.config.loop:
                     return
@@ -384,7 +440,7 @@ class ReplayCamera(PooledCamera):
             limit = self.config.max_in_flight
             if limit is not None:
                 with self._room:
-                    while len(self._held) >= limit and not self._closing.is_set():
+                    while self._held_count() >= limit and not self._closing.is_set():
                         self._room.wait(0.05)
             frame = self._next_frame(session)
             if frame is None:
@@ -394,18 +450,28 @@ class ReplayCamera(PooledCamera):
 
     def _next_frame(self, session: int) -> Frame | None:
         """The next frame (or an error frame); None when the source ended or the camera closed."""
+        video = self._video
+        if video is not None:
+            if session != self._session:
+                return None
+            frame = video._read(self._video_session)
+            if frame is not None:
+                self.last_error = video.last_error
+            return frame
         with self._io_lock:
             if session != self._session:
                 return None
-            if self._video is not None:
-                return self._next_video_frame()
             item = self._items[self._pos]
             part = item.part if self._loop_index == 0 else f"{item.part}#{self._loop_index}"
             self._pos += 1
             if self.mode == "cached":
                 cached = self._images[self._pos - 1]
+                if cached is None:
+                    return self._error(part, item.problem or f"cannot read {item.path}", item.truth_for(*self._size))
                 truth = item.truth_for(cached.shape[1], cached.shape[0])
                 return self._make(cached.view(), part, truth, None, item.reference)
+            if item.problem is not None:  # found at open: no usable reference, or undecodable then
+                return self._error(part, item.problem, item.truth_for(*self._size))
             pool = self._pool
             assert pool is not None
             index = pool.acquire(self.config.pool_wait_s if self.period_s else None)
@@ -414,79 +480,34 @@ class ReplayCamera(PooledCamera):
                     return None
                 self.frames_dropped += 1
                 return self._error(part, f"no free replay buffer (all {pool.size} held)", item.truth)
-            img = self._decode(item.path)
-            if img is None:
+            img = self._decode(item)
+            if isinstance(img, str):
                 pool.give_back(index)
                 if not os.path.exists(self.path):
                     raise CameraLostError(f"replay source {self.path} vanished")
-                self.decode_errors += 1
-                return self._error(part, f"cannot decode {item.path.name}", item.truth)
+                return self._error(part, img, item.truth_for(*self._size))
             buf = pool.view(index, img.shape)
             np.copyto(buf, img)
             view = buf.view()
             view.flags.writeable = False
             return self._make(view, part, item.truth_for(img.shape[1], img.shape[0]), index, item.reference)
 
-    def _next_video_frame(self) -> Frame | None:
-        cap, pool = self._video, self._pool
-        assert cap is not None and pool is not None
-        index = pool.acquire(self.config.pool_wait_s if self.period_s else None)
-        if index is None:
-            if self._closing.is_set():
-                return None
-            self.frames_dropped += 1
-            part = self._video_part()
-            self._pos += 1
-            cap.grab()  # the line moved on: this frame is lost
-            return self._error(part, f"no free replay buffer (all {pool.size} held)", None)
-        buf = pool.view(index, self._video_shape)
-        while True:
-            if self._scratch is not None:
-                ok, _ = cap.read(image=self._scratch)
-                if ok:
-                    cv2.cvtColor(self._scratch, cv2.COLOR_BGR2GRAY, dst=buf)
-            else:
-                ok, out = cap.read(image=buf)
-                if ok and not np.shares_memory(out, buf):  # the decoder reallocated: size changed
-                    if out.shape != buf.shape:
-                        pool.give_back(index)
-                        raise CameraError(f"replay {self.name}: video frame size changed to {out.shape}")
-                    np.copyto(buf, out)
-            if ok:
-                part = self._video_part()
-                self._pos += 1
-                view = buf.view()
-                view.flags.writeable = False
-                return self._make(view, part, None, index)
-            # end of the video, or the file went away
-            if not os.path.exists(self.path):
-                pool.give_back(index)
-                raise CameraLostError(f"replay source {self.path} vanished")
-            if self._pos == 0:  # nothing readable in a whole pass
-                pool.give_back(index)
-                if self._loop_index == 0:
-                    raise CameraError(f"replay {self.name}: video {self.path} has no frames")
-                return None
-            if not self.config.loop:
-                pool.give_back(index)
-                return None
-            cap = self._video = rewind(cap, lambda: cv2.VideoCapture(str(self.path)))
-            self._pos = 0
-            self._loop_index += 1
-
-    def _video_part(self) -> str:
-        part = f"{self.path.stem}-{self._pos}"
-        return part if self._loop_index == 0 else f"{part}#{self._loop_index}"
-
     # -- release / health ------------------------------------------------------------------
     def release(self, frame: Frame) -> None:
-        super().release(frame)
+        if self._video is not None:
+            self._video.release(frame)
+        else:
+            super().release(frame)
         if self.config.max_in_flight is not None:
             with self._room:
                 self._room.notify()
 
     def health(self) -> dict[str, Any]:
-        cache_bytes = sum(a.nbytes for a in self._images)
+        cache_bytes = sum(a.nbytes for a in self._images if a is not None)
+        delivered, errors, dropped = self._counts()
+        video = self._video
+        held = video._held if video is not None else self._held
+        pool = video._pool if video is not None else self._pool
         return {
             "type": "replay",
             "connected": self._connected,
@@ -494,13 +515,17 @@ class ReplayCamera(PooledCamera):
             "mode": self.mode,
             "labels": self.label_format,
             "items": len(self._items),
-            "position": self._pos,
-            "loops": self._loop_index,
-            **self._frame_counts(),
+            "position": self._pos if video is None else video._pos,
+            "loops": self._loop_index if video is None else video._loops,
+            "frames_delivered": delivered,
+            "frames_incomplete": errors,
+            "frames_dropped": dropped,
             "decode_errors": self.decode_errors,
             "behind_schedule": self.behind_schedule,
-            **self._release_counts(),
+            "held": len(held),
+            "double_releases": held.double_releases,
+            "late_releases": held.late_releases,
             "cache_mb": round(cache_bytes / 2**20, 1),
-            "pool_free": self._pool.free if self._pool is not None else None,
+            "pool_free": pool.free if pool is not None else None,
             "last_error": self.last_error,
         }

@@ -28,6 +28,7 @@ class ReplayItem:
     yolo: tuple[lbl.YoloBox, ...] | None = None  # normalised, until converted with the image size
     truth: GroundTruth | None = None
     reference: np.ndarray | None = None  # the golden reference (grey, read-only), with `references`
+    problem: str | None = None  # why this item cannot be played (no reference, undecodable): error frames
 
     def truth_for(self, width: int, height: int) -> GroundTruth | None:
         if not self.labelled:

@@ -35,7 +35,13 @@ class CameraLostError(CameraError):
     """A camera that was streaming went away; the acquisition loop reconnects it."""
 
 
-class CameraNodeError(CameraError):
+class CameraFatalError(CameraError):
+    """A permanent problem with a camera's whole source or settings (producer file missing, pixel
+    format or buffer count refused, a replay source with no decodable image): reconnecting will not
+    help, so the acquisition stops that camera with this message (shown in the summary)."""
+
+
+class CameraNodeError(CameraFatalError):
     """A GenICam feature node the configuration asks for is missing or not writable."""
 
 
