@@ -266,6 +266,8 @@ class ServiceWatchdog:
 
     def start(self, snapshot: Callable[[], Any]) -> None:
         """Begin feeding from `snapshot` (the service's `snapshot()`), after the pipeline started."""
+        if not self.notifier.enabled:
+            return
         self.feeder = WatchdogFeeder(self.notifier, snapshot_health(snapshot, self.stale_after_s), self.watchdog_s)
         self.feeder.start()
 
