@@ -7,7 +7,7 @@ the other (the order rotates from round to round), so drifting machine load hits
   `Decoder` (decode + NMS + scaling to source pixels): onnxruntime, openvino (f32: our default on
   CPU), openvino-bf16 (the opt-in `precision_hint: bf16`, on CPUs with native bf16 only; it is what
   OpenVINO, and so Ultralytics, runs by default there), openvino-int8 (an NNCF INT8 IR: `--int8`,
-  or produced with `edge.engines.quantize` when nncf is installed), openvino-int8-noamx (the same
+  or produced with `edge.quantization.quantize` when nncf is installed), openvino-int8-noamx (the same
   INT8 IR with `max_cpu_isa: avx512_core_bf16`, i.e. no AMX kernels, on CPUs with AMX; oneDNN
   reads that cap once per process, so this row runs in a worker process of this script, driven
   round by round like the others, and its INT8 accuracy is measured there too) and tensorrt where
@@ -262,7 +262,7 @@ def worker_main(args: argparse.Namespace, spec: dict[str, Any]) -> int:
                     gc.enable()
                 say({"rows": rows})
             elif command == "accuracy":
-                from edge.engines.int8_accuracy import compare_accuracy
+                from edge.quantization.int8_accuracy import compare_accuracy
 
                 a = json.loads(rest)
                 acc = compare_accuracy(Path(a["fp32"]), model, Path(a["data"]), a["split"], threads=args.threads)
@@ -347,14 +347,14 @@ def our_config(
 
 def cpu_has_amx() -> bool:
     """Whether the CPU has AMX INT8 (the kernels `max_cpu_isa` can keep an INT8 model off)."""
-    from edge.engines.auto import cpu_flags
+    from edge.engines.host import cpu_flags
 
     return "amx_int8" in cpu_flags()
 
 
 def cpu_has_bf16() -> bool:
     """Whether the CPU computes in bf16 natively (AMX or AVX-512 BF16), so the bf16 row means something."""
-    from edge.engines.auto import cpu_flags
+    from edge.engines.host import cpu_flags
 
     return bool({"amx_bf16", "avx512_bf16"} & set(cpu_flags()))
 
@@ -378,8 +378,8 @@ def int8_model(args: argparse.Namespace, model: Path, skipped: dict[str, str]) -
                 return out
         except Exception as e:  # unreadable or older file: make it again
             log.info("not reusing %s: %s", out, e)
-    from edge.engines.quantize import quantize_onnx
     from edge.errors import EdgeInspectError
+    from edge.quantization.quantize import quantize_onnx
 
     calib = args.calib
     if calib is None:
@@ -779,7 +779,7 @@ def main(argv: list[str] | None = None) -> int:
     accuracy: dict[str, Any] | None = None
     if int8 is not None and not args.no_accuracy and "openvino-int8" in engines:
         if args.data.exists():
-            from edge.engines.int8_accuracy import compare_accuracy
+            from edge.quantization.int8_accuracy import compare_accuracy
 
             log.info("accuracy: FP32 vs INT8 on %s/%s (OpenVINO engine)", args.data, args.split)
             try:

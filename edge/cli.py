@@ -61,7 +61,10 @@ def _setup_logging(level: str, quiet_status: bool) -> None:
 
 def _run_service(cfg: Any, max_frames: int | None, summary_json: Path | None, show_status: bool) -> int:
     from edge.app import build_service
+    from edge.sdnotify import ServiceWatchdog
 
+    watchdog = ServiceWatchdog()  # under systemd (Type=notify): READY, STATUS, WATCHDOG; else a no-op
+    watchdog.status("loading the model, opening the cameras")
     service = build_service(cfg, max_frames=max_frames)
     stop_requested = threading.Event()
 
@@ -72,11 +75,13 @@ def _run_service(cfg: Any, max_frames: int | None, summary_json: Path | None, sh
     status = StatusLine(service.pipeline.stats.status_line, sys.stderr) if show_status else None
     try:
         service.start(serve_metrics=True, config=cfg)
+        watchdog.start(service.snapshot)
         if status:
             status.start()
         while not stop_requested.is_set() and not service.pipeline.wait(0.2):
             pass
     finally:
+        watchdog.stop()
         summary = service.stop()
         if status:
             status.stop()
@@ -186,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         add_commands(sub)
-    from edge.engines.quantize_cli import add_quantize_command
+    from edge.quantization.cli import add_quantize_command
 
     add_quantize_command(sub)
     from edge.doctor.cli import add_doctor_command

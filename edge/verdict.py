@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-import numpy as np
+# decoded by the engines, carried by the verdict record: re-exported here
+from edge.engines.detections import Detection as Detection
+from edge.engines.detections import Detections as Detections
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: deadline_wall_ns, margin_ms, recipe; failsafe reasons invalid_frame, halted
 
 
 class VerdictKind(str, Enum):
@@ -32,28 +34,8 @@ class FailsafeReason(str, Enum):
     ENGINE_ERROR = "engine_error"  # preprocessing, inference or decoding raised
     CAMERA_ERROR = "camera_error"  # the camera delivered an unusable frame (incomplete, bad format)
     SHUTDOWN = "shutdown"  # the service stopped before the frame could be judged
-
-
-@dataclass(frozen=True, slots=True)
-class Detection:
-    """One detected defect, its box in camera pixels (x1, y1, x2, y2)."""
-
-    cls: int
-    name: str
-    confidence: float
-    box: tuple[float, float, float, float]
-
-    @property
-    def area(self) -> float:
-        return max(0.0, self.box[2] - self.box[0]) * max(0.0, self.box[3] - self.box[1])
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "class_id": self.cls,
-            "class": self.name,
-            "confidence": round(self.confidence, 5),
-            "box": [round(v, 2) for v in self.box],
-        }
+    INVALID_FRAME = "invalid_frame"  # the frame cannot be trusted (undecodable, truncated, wrong size, blank)
+    HALTED = "halted"  # the station is halted (operator or PLC): frames are rejected, not judged
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,31 +51,6 @@ class Reason:
         if self.detection is not None:
             d["detection"] = self.detection.to_dict()
         return d
-
-
-@dataclass(frozen=True, slots=True)
-class Detections:
-    """Decoded detections as arrays (struct of arrays): boxes (n, 4) xyxy in camera pixels."""
-
-    boxes: np.ndarray  # float32 (n, 4)
-    scores: np.ndarray  # float32 (n,)
-    classes: np.ndarray  # int32 (n,)
-
-    def __len__(self) -> int:
-        return int(self.scores.shape[0])
-
-    @staticmethod
-    def empty() -> Detections:
-        return Detections(
-            np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0,), np.int32)
-        )
-
-    def to_list(self, names: tuple[str, ...] | list[str]) -> tuple[Detection, ...]:
-        out = []
-        for b, s, c in zip(self.boxes.tolist(), self.scores.tolist(), self.classes.tolist(), strict=True):
-            name = names[c] if 0 <= c < len(names) else str(c)
-            out.append(Detection(int(c), name, float(s), (b[0], b[1], b[2], b[3])))
-        return tuple(out)
 
 
 _counter = itertools.count()
@@ -126,6 +83,17 @@ class Verdict:
     model_id: str = ""
     config_version: str = ""
     failsafe_reason: FailsafeReason | None = None
+    recipe: str = ""
+
+    @property
+    def deadline_wall_ns(self) -> int:
+        """The deadline on the wall clock (for receivers in other processes and machines)."""
+        return self.decided_wall_ns + (self.deadline_ns - self.decided_ns)
+
+    @property
+    def margin_ms(self) -> float:
+        """Time left before the deadline when the verdict was decided (negative: late)."""
+        return (self.deadline_ns - self.decided_ns) / 1e6
 
     @property
     def latency_ms(self) -> float:
@@ -155,7 +123,10 @@ class Verdict:
                 "deadline": self.deadline_ns,
                 "decided_wall": self.decided_wall_ns,
             },
+            "deadline_wall_ns": self.deadline_wall_ns,
+            "margin_ms": round(self.margin_ms, 3),
             "latency_ms": {k: round(v, 3) for k, v in self.latencies_ms.items()},
             "model_id": self.model_id,
             "config_version": self.config_version,
+            "recipe": self.recipe,
         }

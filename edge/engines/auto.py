@@ -10,8 +10,6 @@ batch), so the next start with the same key loads the winner without probing.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
-import importlib.util
 import json
 import logging
 import os
@@ -24,7 +22,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from edge.engines.base import Engine, EngineConfigBase
-from edge.engines.cpu_isa import current_cap
+from edge.engines.host import cpu_flags_hash, cuda_gpu_present, current_cap, runtime_installed, runtime_version
 from edge.engines.letterbox import padding_value
 from edge.engines.model import file_sha256, resolve_model_path
 from edge.errors import EngineError, EngineUnavailableError, ModelError
@@ -32,19 +30,10 @@ from edge.errors import EngineError, EngineUnavailableError, ModelError
 log = logging.getLogger(__name__)
 
 RuntimeName = Literal["tensorrt", "openvino", "onnxruntime"]
-# 2: OpenVINO f32 on CPU by default (was bf16 on AMX); 3: uint8 pixel input (fuse_preprocess);
-# 4: ONNX Runtime rewrites the DFL softmax and the C2f/C3k2 Splits (rewrite_graph);
-# 5: the probe times engines in blocks (choices made before favoured ONNX Runtime, whose spinning
-#    pool threads slowed the engine timed after it)
+# Raised whenever a change makes choices already cached unfit to reuse (another default, a graph
+# rewrite, another probe): a cache of another version is ignored and the runtimes are timed again.
 CACHE_VERSION = 5
 DEFAULT_CANDIDATES: tuple[RuntimeName, ...] = ("tensorrt", "openvino", "onnxruntime")
-
-_MODULES: dict[str, str] = {"tensorrt": "tensorrt", "openvino": "openvino", "onnxruntime": "onnxruntime"}
-_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
-    "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu11", "tensorrt-cu13"),
-    "openvino": ("openvino",),
-    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"),
-}
 
 
 class AutoEngineConfig(EngineConfigBase):
@@ -79,59 +68,6 @@ class AutoEngineConfig(EngineConfigBase):
 
             return TensorRtEngineConfig(**common)
         raise EngineError(f"auto: unknown runtime {runtime!r}")
-
-
-# --------------------------------------------------------------------------------------------
-# What this host has
-# --------------------------------------------------------------------------------------------
-
-
-def runtime_installed(runtime: str) -> bool:
-    return importlib.util.find_spec(_MODULES[runtime]) is not None
-
-
-def runtime_version(runtime: str) -> str:
-    for dist in _DISTRIBUTIONS.get(runtime, ()):
-        try:
-            return f"{dist}=={importlib.metadata.version(dist)}"
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    try:  # e.g. TensorRT from JetPack's apt packages: no pip metadata
-        module = importlib.import_module(_MODULES[runtime])
-        return f"{runtime}=={getattr(module, '__version__', 'unknown')}"
-    except ImportError:
-        return f"{runtime}==unknown"
-
-
-def cuda_gpu_present() -> bool:
-    """An NVIDIA GPU (desktop driver or Jetson) is visible to this process."""
-    if Path("/dev/nvidia0").exists() or Path("/dev/nvhost-ctrl-gpu").exists():
-        return True
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return gpus.is_dir() and any(gpus.iterdir())
-
-
-def cpu_flags() -> list[str]:
-    """The CPU feature flags ('flags', or 'Features' on ARM) from /proc/cpuinfo, sorted; [] if unknown."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() in ("flags", "Features"):
-                    return sorted(value.split())
-    except OSError:
-        pass
-    return []
-
-
-def cpu_flags_hash() -> str:
-    """sha256 (16 hex) of the CPU feature flags (of the machine and processor names where unknown)."""
-    text = " ".join(cpu_flags())
-    if not text:
-        import platform
-
-        text = f"{platform.machine()} {platform.processor()}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def choice_key(model_path: Path, runtimes: Sequence[str], batch: int) -> dict[str, Any]:
@@ -193,11 +129,11 @@ def probe_engines(engines: dict[str, Engine], iterations: int, block: int = PROB
     """Median ms of `iterations` full inferences per loaded engine, interleaved in blocks.
 
     All engines get the same mid-grey input. Each round every engine runs one untimed settling
-    inference and then up to `block` timed ones; the starting engine rotates each round. One
-    inference each in turn measured the neighbour instead: ONNX Runtime's pool threads spin for a
-    while after a run, and on a 2-core host that took a core from OpenVINO's next inference
-    (OpenVINO 16-17 ms round-robin against 10-14 ms alone, same model, while ONNX Runtime's own
-    times did not move), so the probe picked ONNX Runtime where it was not faster.
+    inference and then up to `block` timed ones; the starting engine rotates each round. Timing
+    one engine right after another measures the neighbour too: ONNX Runtime's pool threads keep
+    spinning for a while after a run, and on a 2-core host they take a core from the next
+    engine's inference (OpenVINO 16-17 ms timed straight after ONNX Runtime, 10-14 ms alone), so
+    the settling run absorbs what the previous engine left running and the block is timed alone.
     """
     for engine in engines.values():
         buffer = engine.input_buffer()

@@ -6,10 +6,10 @@ nothing and fills the same output array every time. A preallocated `RunOptions` 
 purpose: without one, ORT 1.32's `run_with_iobinding` leaks ~120 bytes per call.
 
 With `fuse_preprocess` (the default) the session runs the model with a uint8 pixel input put in
-front of it (`edge.engines.onnx_input`), so the input array is (B, H, W, C) uint8 BGR.
+front of it (`edge.onnx_edit.pixel_input`), so the input array is (B, H, W, C) uint8 BGR.
 With `rewrite_graph` (the default) two Ultralytics export patterns that ORT's CPU kernels run
-slowly are rewritten first: the DFL softmax moved to the last axis (`edge.engines.onnx_dfl`) and
-each channel Split folded into the convolution before it (`edge.engines.onnx_split`).
+slowly are rewritten first: the DFL softmax moved to the last axis (`edge.onnx_edit.dfl`) and
+each channel Split folded into the convolution before it (`edge.onnx_edit.split_convs`).
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from pydantic import Field
 from edge.engines.base import EngineConfigBase, ModelInfo
 from edge.engines.buffered import FUSE_PREPROCESS_HELP, BufferedEngine
 from edge.engines.model import read_model_info, resolve_model_path
-from edge.engines.onnx_dfl import with_last_axis_dfl
-from edge.engines.onnx_input import with_pixel_input
-from edge.engines.onnx_split import with_split_convs
 from edge.errors import EngineError, EngineUnavailableError
+from edge.onnx_edit.dfl import with_last_axis_dfl
+from edge.onnx_edit.pixel_input import with_pixel_input
+from edge.onnx_edit.split_convs import with_split_convs
 
 log = logging.getLogger(__name__)
 

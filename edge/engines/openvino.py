@@ -29,7 +29,7 @@ from pydantic import Field
 
 from edge.engines.base import EngineConfigBase, ModelInfo
 from edge.engines.buffered import FUSE_PREPROCESS_HELP, BufferedEngine
-from edge.engines.cpu_isa import CAP_HELP, CpuIsaCap, apply_cap, check_cap, kernels, summary
+from edge.engines.host import CAP_HELP, CpuIsaCap, apply_cap, check_cap, kernels, summary
 from edge.engines.model import (
     METADATA_KEYS,
     Dim,
@@ -68,11 +68,14 @@ class OpenVinoEngineConfig(EngineConfigBase):
         return OpenVinoEngine(self, resolve_model_path(self.model, base_dir))
 
 
-def _import_ov() -> Any:
+def import_openvino() -> Any:
+    """The `openvino` module; EngineUnavailableError naming how to install it where it is missing."""
     try:
         import openvino
     except ImportError as e:
-        raise EngineUnavailableError("OpenVINO is not installed (pip install openvino)") from e
+        raise EngineUnavailableError(
+            "OpenVINO is not installed (pip install openvino, or the 'quantize' extra for INT8 quantization)"
+        ) from e
     return openvino
 
 
@@ -154,7 +157,7 @@ class OpenVinoEngine(BufferedEngine[OpenVinoEngineConfig]):
 
     @property
     def version(self) -> str:
-        return str(_import_ov().get_version())
+        return str(import_openvino().get_version())
 
     def compile_properties(self) -> dict[str, Any]:
         cfg = self.config
@@ -175,7 +178,7 @@ class OpenVinoEngine(BufferedEngine[OpenVinoEngineConfig]):
     def load(self) -> ModelInfo:
         if self.info is not None:
             return self.info
-        ov = _import_ov()
+        ov = import_openvino()
         p = self.model_path
         if not p.is_file():
             raise ModelError(f"{p}: model file not found (or not a file)")

@@ -9,7 +9,7 @@ the page-locked output array and synchronises.
 
 With `fuse_preprocess` (the default) the network takes the letterboxed uint8 BGR pixels,
 (B, H, W, C), and casts, reorders and scales them on the GPU as its first layers
-(`edge.engines.onnx_input`, Cast first: TensorRT takes UINT8 only as an I/O type): the copy to
+(`edge.onnx_edit.pixel_input`, Cast first: TensorRT takes UINT8 only as an I/O type): the copy to
 the device is a quarter of the float tensor's bytes and the CPU does no float pass.
 
 `tensorrt` and `pycuda` are imported inside `load()` only; without them `load()` raises
@@ -31,8 +31,8 @@ from pydantic import Field
 from edge.engines.base import EngineConfigBase, ModelInfo
 from edge.engines.buffered import FUSE_PREPROCESS_HELP, BufferedEngine
 from edge.engines.model import read_model_info, resolve_model_path
-from edge.engines.onnx_input import with_pixel_input
 from edge.errors import EdgeInspectError, EngineError, EngineUnavailableError
+from edge.onnx_edit.pixel_input import with_pixel_input
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import numpy as np
 from pydantic import Field
 
 from edge.engines.base import EngineConfigBase, ModelInfo
+from edge.engines.detections import Detections
 from edge.engines.model import model_id_of, read_model_info, resolve_model_path
 from edge.errors import EngineError, EngineUnavailableError
-from edge.verdict import Detections
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from edge.engines.base import Layout, ModelInfo
+from edge.engines.detections import Detections
 from edge.engines.letterbox import LetterboxGeometry
 from edge.errors import ModelError
-from edge.verdict import Detections
 
 MAX_WH = 7680  # per-class box offset for class-aware NMS (Ultralytics `max_wh`)
 MAX_NMS = 30000  # most candidates that enter NMS (Ultralytics `max_nms`)

@@ -18,10 +18,10 @@ import cv2
 import numpy as np
 
 from edge.engines.base import Engine, Layout, ModelInfo
+from edge.engines.detections import Detections
 from edge.engines.letterbox import LetterboxGeometry
 from edge.engines.yolo import MAX_NMS, MAX_WH, single_prediction
 from edge.errors import ModelError
-from edge.verdict import Detections
 
 
 def open_engine(model: Path, threads: int | None = None) -> tuple[Engine, ModelInfo]:

@@ -19,7 +19,7 @@ def model_variant(model: Path, variant: str, relu_name: str) -> Path:
 def assert_activations(model: Path, relu: bool) -> None:
     """A ReLU variant has no SiLU left (the point of it: CPU INT8 speed); the others only SiLU (77 in yolo11n)."""
     ov = pytest.importorskip("openvino")
-    from edge.engines.quantize import activation_counts
+    from edge.quantization.quantize import activation_counts
 
     counts = activation_counts(ov.convert_model(str(model)))
     assert counts == ({"silu": 0, "relu": 77} if relu else {"silu": 77, "relu": 0})

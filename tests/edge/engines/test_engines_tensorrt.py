@@ -13,7 +13,6 @@ import pytest
 from pydantic import ValidationError
 
 from edge.engines.model import read_model_info
-from edge.engines.onnx_input import PIXEL_INPUT
 from edge.engines.tensorrt import (
     TensorRtEngine,
     TensorRtEngineConfig,
@@ -22,6 +21,7 @@ from edge.engines.tensorrt import (
     plan_file_name,
 )
 from edge.errors import EngineError, EngineUnavailableError
+from edge.onnx_edit.pixel_input import PIXEL_INPUT
 from edge.registry import engine_registry
 
 

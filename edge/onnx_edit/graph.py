@@ -1,4 +1,4 @@
-"""Lookups and clean-up over one ONNX graph, for the graph edits (`onnx_dfl`, `onnx_split`).
+"""Lookups and clean-up over one ONNX graph, for the graph edits (`dfl`, `split_convs`, `pixel_input`).
 
 `copy_for_edit` makes the copy an edit works on. `GraphIndex` says which node makes each
 tensor, which nodes read it (a graph output counts as a reader, so nothing the caller of the
@@ -9,6 +9,7 @@ and shapes left without readers. No I/O; `onnx` is imported inside.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -16,16 +17,19 @@ import numpy as np
 from edge.errors import ModelError
 
 
-def copy_for_edit(model: Any, prefix: str, where: str) -> Any:
+def copy_for_edit(model: Any, prefix: str, where: str, reserved: Iterable[str] = ()) -> Any:
     """A copy of `model` (an `onnx.ModelProto`) to edit; ModelError if it already uses names
-    starting with `prefix` (the edit's own names would collide)."""
+    starting with `prefix`, or any of the `reserved` names, for a tensor or a graph input (the
+    edit's own names would collide)."""
     import onnx
 
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    names = {n for node in out.graph.node for n in (*node.input, *node.output)}
-    if any(n.startswith(prefix) for n in names):
-        raise ModelError(f"{where}: the model already uses the names {prefix}*")
+    names = {n for node in out.graph.node for n in (*node.input, *node.output)} | {i.name for i in out.graph.input}
+    taken = sorted(set(reserved) & names)
+    if taken or any(n.startswith(prefix) for n in names):
+        what = ", ".join(repr(n) for n in taken) + " or " if taken else ""
+        raise ModelError(f"{where}: the model already uses the name {what}{prefix}*")
     return out
 
 

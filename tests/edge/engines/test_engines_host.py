@@ -1,4 +1,4 @@
-"""The oneDNN instruction-set cap for OpenVINO (edge.engines.cpu_isa, OpenVinoEngineConfig.max_cpu_isa)."""
+"""What the host offers the engines (edge.engines.host): the oneDNN cap for OpenVINO, CPU flags."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from edge.engines import cpu_isa
-from edge.engines.auto import cpu_flags
+from edge.engines import host
+from edge.engines.host import cpu_flags
 from edge.errors import EngineError
 
 AVX512 = "avx512f" in cpu_flags()
@@ -20,28 +20,28 @@ AVX512 = "avx512f" in cpu_flags()
 
 def test_kernels_over_cap() -> None:
     counts = {"brgconv_avx512_amx_I8": 35, "brgconv_avx512_1x1_I8": 4, "jit_avx2_f32": 1, "ref_f32": 2}
-    assert cpu_isa.kernels_over_cap(counts, "avx512_core_bf16") == ["brgconv_avx512_amx_I8"]
-    assert cpu_isa.kernels_over_cap(counts, "avx512_core_vnni") == ["brgconv_avx512_amx_I8"]
-    assert cpu_isa.kernels_over_cap(counts, "avx2_vnni") == ["brgconv_avx512_1x1_I8", "brgconv_avx512_amx_I8"]
-    assert cpu_isa.kernels_over_cap({"jit_avx2_f32": 3, "ref_f32": 1}, "avx2") == []
+    assert host.kernels_over_cap(counts, "avx512_core_bf16") == ["brgconv_avx512_amx_I8"]
+    assert host.kernels_over_cap(counts, "avx512_core_vnni") == ["brgconv_avx512_amx_I8"]
+    assert host.kernels_over_cap(counts, "avx2_vnni") == ["brgconv_avx512_1x1_I8", "brgconv_avx512_amx_I8"]
+    assert host.kernels_over_cap({"jit_avx2_f32": 3, "ref_f32": 1}, "avx2") == []
     with pytest.raises(EngineError, match=r"'avx2' did not take effect \(kernels brgconv_avx512_1x1_I8"):
-        cpu_isa.check_cap(counts, "avx2", "m.xml")
-    cpu_isa.check_cap({"jit_avx2_f32": 3}, "avx2", "m.xml")
-    assert cpu_isa.summary({"b": 1, "a": 1, "c": 5}) == "c x5, a x1, b x1"
+        host.check_cap(counts, "avx2", "m.xml")
+    host.check_cap({"jit_avx2_f32": 3}, "avx2", "m.xml")
+    assert host.summary({"b": 1, "a": 1, "c": 5}) == "c x5, a x1, b x1"
 
 
 def test_apply_cap_sets_the_environment_and_refuses_another(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(cpu_isa.ENV, raising=False)
-    monkeypatch.delenv(cpu_isa.OLD_ENV, raising=False)
-    cpu_isa.apply_cap("avx512_core_bf16")
-    assert os.environ[cpu_isa.ENV] == "AVX512_CORE_BF16"
-    cpu_isa.apply_cap("avx512_core_bf16")  # the same again: fine
+    monkeypatch.delenv(host.ENV, raising=False)
+    monkeypatch.delenv(host.OLD_ENV, raising=False)
+    host.apply_cap("avx512_core_bf16")
+    assert os.environ[host.ENV] == "AVX512_CORE_BF16"
+    host.apply_cap("avx512_core_bf16")  # the same again: fine
     with pytest.raises(EngineError, match="conflicts with ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16"):
-        cpu_isa.apply_cap("avx2")
-    monkeypatch.delenv(cpu_isa.ENV)
-    monkeypatch.setenv(cpu_isa.OLD_ENV, "avx2")
+        host.apply_cap("avx2")
+    monkeypatch.delenv(host.ENV)
+    monkeypatch.setenv(host.OLD_ENV, "avx2")
     with pytest.raises(EngineError, match="DNNL_MAX_CPU_ISA=avx2"):
-        cpu_isa.apply_cap("avx512_core")
+        host.apply_cap("avx512_core")
 
 
 def test_config_field() -> None:
@@ -81,12 +81,12 @@ def _kernels_in_fresh_process(model: Path, cap: str, env: dict[str, str]) -> dic
 def test_cap_changes_the_kernels_of_a_fresh_process(model_path: Path, repo_root: Path) -> None:
     """A real OpenVINO compile in a new process: uncapped it runs AVX-512 kernels, capped at AVX2 none."""
     pytest.importorskip("openvino")
-    env = {k: v for k, v in os.environ.items() if k not in (cpu_isa.ENV, cpu_isa.OLD_ENV)}
+    env = {k: v for k, v in os.environ.items() if k not in (host.ENV, host.OLD_ENV)}
     env["PYTHONPATH"] = str(repo_root)
     native = _kernels_in_fresh_process(model_path, "", env)
     capped = _kernels_in_fresh_process(model_path, "avx2", env)
     assert any("avx512" in k for k in native), native
-    assert capped and not cpu_isa.kernels_over_cap(capped, "avx2"), capped
+    assert capped and not host.kernels_over_cap(capped, "avx2"), capped
     assert sum(capped.values()) == sum(native.values())  # the same layers, other kernels
 
 
@@ -96,8 +96,8 @@ def test_cap_after_an_uncapped_compile_is_an_error(model_path: Path, monkeypatch
     pytest.importorskip("openvino")
     from edge.engines.openvino import OpenVinoEngineConfig
 
-    monkeypatch.delenv(cpu_isa.ENV, raising=False)
-    monkeypatch.delenv(cpu_isa.OLD_ENV, raising=False)
+    monkeypatch.delenv(host.ENV, raising=False)
+    monkeypatch.delenv(host.OLD_ENV, raising=False)
     first = OpenVinoEngineConfig(model=str(model_path), num_threads=1, warmup=0).build(Path("."))
     first.load()  # fixes this process's instruction set, uncapped
     try:

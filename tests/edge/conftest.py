@@ -15,7 +15,7 @@ from edge.engines.base import Engine
 
 TinyModel = Callable[..., Path]
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 DEEPPCB_IMAGES = (REPO.parent / "shared" / "datasets" / "deeppcb" / "images").resolve()
 
 

@@ -25,7 +25,7 @@ with each reverted layer). Tuning on a split and reporting on the same split is 
 split the comparison does not use where there is one.
 
 `quantize_onnx` needs the `quantize` extra (nncf, openvino); nncf is imported only inside it.
-`edge.engines.int8_accuracy.compare_accuracy` measures FP32 and INT8 on a labelled split and
+`edge.quantization.int8_accuracy.compare_accuracy` measures FP32 and INT8 on a labelled split and
 calibrates the INT8 model's own part thresholds.
 """
 
@@ -46,6 +46,7 @@ import numpy as np
 from edge.engines.base import ModelInfo
 from edge.engines.letterbox import Preprocessor
 from edge.engines.model import model_id_of, read_model_info, read_onnx_header
+from edge.engines.openvino import import_openvino, write_ir_metadata
 from edge.errors import DatasetError, EdgeInspectError, EngineUnavailableError, ModelError
 from edge.reference import check_input_kind
 
@@ -66,14 +67,6 @@ def _import_nncf() -> Any:
             "NNCF is not installed: INT8 quantization needs the 'quantize' extra (pip install 'edge-inspect[quantize]')"
         ) from e
     return nncf
-
-
-def _import_ov() -> Any:
-    try:
-        import openvino
-    except ImportError as e:
-        raise EngineUnavailableError("OpenVINO is not installed (pip install 'edge-inspect[quantize]')") from e
-    return openvino
 
 
 def default_output(model: Path) -> Path:
@@ -291,7 +284,7 @@ def quantize_onnx(
         raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
     model = Path(model)
     nncf = _import_nncf()
-    ov = _import_ov()
+    ov = import_openvino()
     info = read_model_info(model)  # validates the model (ModelError naming the file)
     metadata = read_onnx_header(model)[0]
     images = calibration_images(Path(calib_dir), calib_count)
@@ -351,8 +344,6 @@ def quantize_onnx(
         raise ModelError(f"{model}: NNCF quantization failed: {e}") from e
     finally:
         nncf_logger.setLevel(level)
-
-    from edge.engines.openvino import write_ir_metadata
 
     fq = sum(1 for op in quantized.get_ordered_ops() if op.get_type_name() == "FakeQuantize")
     extra = {

@@ -1,6 +1,10 @@
-"""The oneDNN instruction-set cap for OpenVINO's CPU plugin (`ONEDNN_MAX_CPU_ISA`).
+"""What this host offers the engines: installed runtimes, an NVIDIA GPU, CPU flags, and the
+oneDNN instruction-set cap for OpenVINO's CPU plugin (`ONEDNN_MAX_CPU_ISA`).
 
-Why an engine would cap it: on a CPU with AMX, OpenVINO runs an INT8 model's convolutions in
+Runtimes, GPU and CPU flags are what the `auto` engine probes and keys its cached choice by
+(`runtime_installed`, `runtime_version`, `cuda_gpu_present`, `cpu_flags_hash`).
+
+The cap. Why an engine would set it: on a CPU with AMX, OpenVINO runs an INT8 model's convolutions in
 AMX kernels, and with a SiLU fused into them (every Ultralytics YOLO) those were SLOWER than the
 AVX-512 VNNI kernels the same model gets with AMX left out: the shipped YOLO11n at 320 on a
 2-core Xeon with AMX, inference alone, three separate runs each: 1 thread 13-18 ms with AMX,
@@ -19,14 +23,19 @@ module makes it safe to ask for from an engine config:
   process before the cap was set fixed the ISA already, and the engine says so instead of
   silently running uncapped.
 
-Pure but for `apply_cap` (os.environ) and `kernels` (reads a compiled model).
+Reads /proc, package metadata and compiled models; writes only `apply_cap`'s os.environ entry.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
 import os
 from collections import Counter
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 from edge.errors import EngineError
@@ -37,13 +46,73 @@ CpuIsaCap = Literal[
 ENV = "ONEDNN_MAX_CPU_ISA"
 OLD_ENV = "DNNL_MAX_CPU_ISA"
 
+# -- runtimes, GPU, CPU flags: the module each runtime imports, the pip distributions that ship it
+_MODULES: dict[str, str] = {"tensorrt": "tensorrt", "openvino": "openvino", "onnxruntime": "onnxruntime"}
+_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
+    "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu11", "tensorrt-cu13"),
+    "openvino": ("openvino",),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"),
+}
+
+
+def runtime_installed(runtime: str) -> bool:
+    """The runtime's Python module is importable (found without importing it)."""
+    return importlib.util.find_spec(_MODULES[runtime]) is not None
+
+
+def runtime_version(runtime: str) -> str:
+    """'<distribution>==<version>' of a runtime, for the auto engine's cache key."""
+    for dist in _DISTRIBUTIONS.get(runtime, ()):
+        try:
+            return f"{dist}=={importlib.metadata.version(dist)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    try:  # e.g. TensorRT from JetPack's apt packages: no pip metadata
+        module = importlib.import_module(_MODULES[runtime])
+        return f"{runtime}=={getattr(module, '__version__', 'unknown')}"
+    except ImportError:
+        return f"{runtime}==unknown"
+
+
+def cuda_gpu_present() -> bool:
+    """An NVIDIA GPU (desktop driver or Jetson) is visible to this process."""
+    if Path("/dev/nvidia0").exists() or Path("/dev/nvhost-ctrl-gpu").exists():
+        return True
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
+
+
+def cpu_flags() -> list[str]:
+    """The CPU feature flags ('flags', or 'Features' on ARM) from /proc/cpuinfo, sorted; [] if unknown."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):
+                    return sorted(value.split())
+    except OSError:
+        pass
+    return []
+
+
+def cpu_flags_hash() -> str:
+    """sha256 (16 hex) of the CPU feature flags (of the machine and processor names where unknown)."""
+    text = " ".join(cpu_flags())
+    if not text:
+        import platform
+
+        text = f"{platform.machine()} {platform.processor()}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# -- the oneDNN cap ----------------------------------------------------------------------------
 # layers whose kernel name tells the ISA (the rest are reorders, element-wise, reshapes)
 _COMPUTE_LAYERS = ("Convolution", "GroupConvolution", "MatMul", "FullyConnected", "Deconvolution")
 
 CAP_HELP = (
     "Highest instruction set OpenVINO's CPU kernels may use (oneDNN's ONEDNN_MAX_CPU_ISA), e.g. "
     "avx512_core_bf16 to keep an INT8 model off AMX, which was slower on a small model (see "
-    "edge/engines/cpu_isa.py). Process-wide and read once: it must be set before the first "
+    "edge/engines/host.py). Process-wide and read once: it must be set before the first "
     "OpenVINO CPU model of the process is compiled; the engine checks the kernels it got and "
     "fails if the cap did not take. Unset: oneDNN's own choice (everything the CPU has)."
 )

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.engines.onnx_graph import GraphIndex, attribute, copy_for_edit, splice
+from edge.onnx_edit.graph import GraphIndex, attribute, copy_for_edit, splice
 
 _PREFIX = "edge_inspect_dfl_"
 

@@ -1,4 +1,4 @@
-"""INT8 quantization with NNCF (edge.engines.quantize) and `edge-inspect quantize`."""
+"""INT8 quantization with NNCF (edge.quantization.quantize) and `edge-inspect quantize`."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.engines.quantize import activation_counts, calibration_images, default_output, yolo_head_ignored_patterns
 from edge.errors import DatasetError, EngineUnavailableError
+from edge.quantization.quantize import activation_counts, calibration_images, default_output, yolo_head_ignored_patterns
 
 REPO = Path(__file__).resolve().parents[3]
 DEMO = REPO / "edge" / "demo_data"
@@ -98,7 +98,7 @@ def test_head_patterns_leave_branch_convs_quantized() -> None:
 
 
 def test_without_nncf(monkeypatch: pytest.MonkeyPatch, model_path: Path, tmp_path: Path) -> None:
-    from edge.engines.quantize import quantize_onnx
+    from edge.quantization.quantize import quantize_onnx
 
     monkeypatch.setitem(sys.modules, "nncf", None)  # import nncf -> ImportError
     with pytest.raises(EngineUnavailableError, match="quantize"):
@@ -267,7 +267,7 @@ def test_quantize_with_recall_control(model_path: Path, tmp_path: Path) -> None:
     """The accuracy-controlled path runs end to end (a loose drop limit keeps it short)."""
     pytest.importorskip("nncf")
     from edge.engines.openvino import OpenVinoEngineConfig
-    from edge.engines.quantize import RecallControl, quantize_onnx
+    from edge.quantization.quantize import RecallControl, quantize_onnx
 
     data = tmp_path / "data"
     (data / "images" / "val").mkdir(parents=True)
@@ -289,7 +289,7 @@ def test_dynamic_batch_stays_dynamic(tiny_model: Any, tmp_path: Path) -> None:
     """A dynamic-batch ONNX gives a dynamic-batch IR that the engine runs at the configured batch."""
     pytest.importorskip("nncf")
     from edge.engines.openvino import OpenVinoEngineConfig
-    from edge.engines.quantize import quantize_onnx
+    from edge.quantization.quantize import quantize_onnx
 
     onnx_path = tiny_model(batch="batch", imgsz=(64, 64))
     result = quantize_onnx(onnx_path, DEMO / "images", out=tmp_path / "tiny-int8.xml", calib_count=4)

@@ -23,15 +23,10 @@ from typing import Any
 import numpy as np
 
 from edge.errors import ModelError
+from edge.onnx_edit.graph import copy_for_edit
 
 PIXEL_INPUT = "camera_pixels_u8"
 _PREFIX = "edge_inspect_pixels_"
-
-
-def _onnx() -> Any:
-    import onnx
-
-    return onnx
 
 
 def _graph_inputs(graph: Any) -> list[Any]:
@@ -48,11 +43,9 @@ def with_pixel_input(model: Any, *, where: str = "model", cast_first: bool = Fal
     `cast_first` converts the bytes to float before reordering them (for TensorRT).
     Raises ModelError for a model that does not take one float (B, C, H, W) tensor.
     """
-    onnx = _onnx()
     from onnx import TensorProto, helper
 
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = copy_for_edit(model, _PREFIX, where, reserved=(PIXEL_INPUT,))
     graph = out.graph
     inputs = _graph_inputs(graph)
     if len(inputs) != 1:
@@ -69,9 +62,6 @@ def with_pixel_input(model: Any, *, where: str = "model", cast_first: bool = Fal
     if not channels_dim.HasField("dim_value") or channels_dim.dim_value not in (1, 3):
         raise ModelError(f"{where}: input {old.name!r} must have a fixed channel count of 1 or 3")
     channels = int(channels_dim.dim_value)
-    names = {n for node in graph.node for n in (*node.input, *node.output)} | {i.name for i in graph.input}
-    if PIXEL_INPUT in names or any(n.startswith(_PREFIX) for n in names):
-        raise ModelError(f"{where}: the model already uses the name {PIXEL_INPUT!r} or {_PREFIX}*")
 
     new_input = helper.make_tensor_value_info(PIXEL_INPUT, TensorProto.UINT8, None)
     new_dims = new_input.type.tensor_type.shape.dim

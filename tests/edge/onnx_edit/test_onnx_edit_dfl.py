@@ -1,4 +1,4 @@
-"""The DFL softmax moved to the last axis (edge.engines.onnx_dfl)."""
+"""The DFL softmax moved to the last axis (edge.onnx_edit.dfl)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edge.engines.onnx_dfl import with_last_axis_dfl
 from edge.errors import ModelError
+from edge.onnx_edit.dfl import with_last_axis_dfl
 
 pytest.importorskip("onnxruntime")
 

@@ -1,4 +1,4 @@
-"""The uint8 pixel input put in front of an ONNX model (edge.engines.onnx_input)."""
+"""The uint8 pixel input put in front of an ONNX model (edge.onnx_edit.pixel_input)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from edge.engines.onnx_input import PIXEL_INPUT, with_pixel_input
 from edge.errors import ModelError
+from edge.onnx_edit.pixel_input import PIXEL_INPUT, with_pixel_input
 
 ort = pytest.importorskip("onnxruntime")
 

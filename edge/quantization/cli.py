@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def add_quantize_command(subparsers: argparse._SubParsersAction) -> None:
     """Register `quantize`."""
-    from edge.engines.quantize import DEFAULT_CALIB_COUNT, DEFAULT_PRESET, PRESETS
+    from edge.quantization.quantize import DEFAULT_CALIB_COUNT, DEFAULT_PRESET, PRESETS
 
     q = subparsers.add_parser(
         "quantize",
@@ -87,9 +87,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def _quantize(args: argparse.Namespace) -> int:
-    from edge.engines.int8_accuracy import compare_accuracy
-    from edge.engines.quantize import RecallControl, quantize_onnx, with_accuracy
     from edge.errors import ConfigError
+    from edge.quantization.int8_accuracy import compare_accuracy
+    from edge.quantization.quantize import RecallControl, quantize_onnx, with_accuracy
     from edge.thresholds import sidecar_path
 
     control = None

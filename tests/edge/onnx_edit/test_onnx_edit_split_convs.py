@@ -1,4 +1,4 @@
-"""Channel Splits folded into the convolution before them (edge.engines.onnx_split)."""
+"""Channel Splits folded into the convolution before them (edge.onnx_edit.split_convs)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edge.engines.onnx_split import with_split_convs
 from edge.errors import ModelError
+from edge.onnx_edit.split_convs import with_split_convs
 
 pytest.importorskip("onnxruntime")
 
