@@ -1,4 +1,8 @@
-"""Log sink: REJECT and FAILSAFE verdicts (optionally PASS too) to the `edge.verdicts` logger."""
+"""Log sink: REJECT and FAILSAFE verdicts (optionally PASS too) to the `edge.verdicts` logger.
+
+A best-effort sink (`edge.sinks.base.BestEffortSink`): when the log cannot keep up, verdicts
+are dropped for this sink only, counted and warned about; the pipeline never waits for it.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from edge.sinks.base import QueuedSink, SinkConfigBase
+from edge.sinks.base import BestEffortSink, SinkConfigBase
 from edge.verdict import Verdict, VerdictKind
 
 
@@ -21,7 +25,7 @@ class LogSinkConfig(SinkConfigBase):
         return LogSink(self.name or "log", self.queue_size, self.include_pass, logging.getLevelName(self.level))
 
 
-class LogSink(QueuedSink):
+class LogSink(BestEffortSink):
     def __init__(self, name: str, queue_size: int, include_pass: bool, level: int) -> None:
         super().__init__(name, queue_size)
         self.include_pass = include_pass
