@@ -115,7 +115,7 @@ def pipeline_run(service: Any, frames: int) -> dict[str, Any]:
             first_captured.append(v.captured_ns)
         last_decided[0] = v.decided_ns
 
-    p.listeners.append(listener)
+    p.subscribe(lambda v, _frame: listener(v), "benchmark")
     service.start(serve_metrics=False)
     p.wait(600)
     summary = service.stop()

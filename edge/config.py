@@ -16,21 +16,45 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge.decision import DecisionConfig
 from edge.errors import ConfigError
 from edge.metrics import MetricsConfig
+from edge.redact import Redactor, is_secret_key
 from edge.registry import Registry, camera_registry, engine_registry, sink_registry
 
 PathKey = tuple[str | int, ...]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+class LineGeometry(BaseModel):
+    """The `pipeline.line:` section: the budget from where the ejector is and how fast parts move."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    conveyor_speed_mm_s: float = Field(..., gt=0, description="Conveyor speed (mm/s).")
+    camera_to_ejector_mm: float = Field(..., gt=0, description="Distance from the camera's view to the ejector (mm).")
+    ejector_actuation_ms: float = Field(0.0, ge=0, description="Time the ejector needs from command to action (ms).")
+    safety_margin_ms: float = Field(
+        0.0, ge=0, description="Time kept back for the PLC cycle and the network (ms)."
+    )
+
+    def budget_ms(self) -> float:
+        """Capture-to-verdict time left once the part's travel, actuation and margin are counted."""
+        travel_ms = self.camera_to_ejector_mm / self.conveyor_speed_mm_s * 1000.0
+        return travel_ms - self.ejector_actuation_ms - self.safety_margin_ms
+
+
 class PipelineConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    budget_ms: float = Field(250.0, gt=0, description="Capture-to-verdict deadline per frame.")
+    budget_ms: float = Field(
+        250.0, gt=0, description="Capture-to-verdict deadline per frame (derived from `line` when that is given)."
+    )
+    line: LineGeometry | None = Field(
+        None, description="Line geometry; when given, each part's deadline is derived from it instead of budget_ms."
+    )
     ring_slots: int = Field(8, ge=2, le=1024, description="Frames held at once (camera buffers).")
     overflow: Literal["failsafe_oldest", "failsafe_newest"] = Field(
         "failsafe_oldest", description="Which frame gives way when the ring is full."
@@ -39,6 +63,47 @@ class PipelineConfig(BaseModel):
     batch_wait_ms: float = Field(
         2.0, ge=0, description="With engine.batch > 1: how long the worker waits to fill a batch."
     )
+
+    @model_validator(mode="after")
+    def _derive_budget(self) -> PipelineConfig:
+        if self.line is not None:
+            budget = self.line.budget_ms()
+            if budget <= 0:
+                travel = self.line.camera_to_ejector_mm / self.line.conveyor_speed_mm_s * 1e3
+                raise ValueError(
+                    f"line: the part reaches the ejector {travel:.1f} ms after capture, less than "
+                    "actuation + safety margin: no time is left to decide"
+                )
+            self.budget_ms = budget
+        return self
+
+
+class FrameCheckConfig(BaseModel):
+    """The `frame_check:` section: which frames are too untrustworthy to judge (FAILSAFE `invalid_frame`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="Check every frame before inference.")
+    max_size_ratio: float = Field(
+        2.0, ge=1.0, description="A frame either side of which is this factor off the camera's geometry is invalid."
+    )
+    min_side_px: int = Field(16, ge=1, description="Frames smaller than this on either side are invalid.")
+    uniform: bool = Field(True, description="Refuse blank or saturated frames (lens cap, lamp out, grey fill).")
+    min_std: float = Field(1.0, ge=0, description="A frame whose sampled std (0..255) is at most this is uniform.")
+    expected: dict[str, tuple[int, int]] = Field(
+        default_factory=dict,
+        description="Camera name -> [height, width] its frames must have; else the first frame's size is learned.",
+    )
+
+
+class RecipeConfig(BaseModel):
+    """One entry of `recipes:`: a model and the decision rules to run it with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(..., description="Model file (relative to the config file), as engine.model.")
+    decision: DecisionConfig | None = Field(None, description="Decision rules for it (default: the top-level ones).")
+    description: str = Field("", description="Shown to operators and PLCs.")
 
 
 class ReferenceAlignConfig(BaseModel):
@@ -76,6 +141,18 @@ class AppConfig(BaseModel):
     reference_align: ReferenceAlignConfig = Field(
         default_factory=ReferenceAlignConfig, description="Golden-reference models: shift correction."
     )
+    frame_check: FrameCheckConfig = Field(
+        default_factory=FrameCheckConfig, description="Frame validity before inference."
+    )
+    state_dir: str = Field(
+        "state",
+        description="Where the service keeps its state (sink journals, audit, evidence); relative to the config file.",
+    )
+    recipes: dict[str, RecipeConfig] = Field(
+        default_factory=dict,
+        description="Named model + decision sets an operator, the API or the PLC can switch between; "
+        "the engine's own model runs as recipe 'default' until another is activated.",
+    )
     references: dict[str, str] = Field(
         default_factory=dict,
         description="For a golden-reference model: camera name -> its defect-free reference image "
@@ -92,6 +169,8 @@ class LoadedConfig:
     engine: Any
     sinks: list[Any]
     config_version: str
+    # values taken from the environment or held under secret-looking keys: hidden by edge.redact
+    secrets: frozenset[str] = frozenset()
 
 
 def _line_map(text: str) -> dict[PathKey, int]:
@@ -130,6 +209,7 @@ class _Errors:
         self.source = source
         self.lines = lines
         self.items: list[str] = []
+        self.secrets: frozenset[str] = frozenset()
 
     def add(self, path: PathKey, message: str) -> None:
         line = None
@@ -147,17 +227,23 @@ class _Errors:
             if e["type"] == "extra_forbidden":
                 msg = "unknown key (not allowed here; check the spelling)"
             elif "input" in e and e["type"] not in ("missing",) and not isinstance(e["input"], (dict, list)):
-                msg = f"{msg} (got {e['input']!r})"
+                secret = any(is_secret_key(p) for p in loc) or str(e["input"]) in self.secrets
+                msg = f"{msg} (got ***)" if secret else f"{msg} (got {e['input']!r})"
             self.add(prefix + loc, msg)
 
 
-def expand_env(value: Any, path: PathKey, errors: _Errors, env: Mapping[str, str]) -> Any:
-    """Replace `${NAME}` / `${NAME:-default}` in every string; a missing variable is an error."""
+def expand_env(
+    value: Any, path: PathKey, errors: _Errors, env: Mapping[str, str], found: set[str] | None = None
+) -> Any:
+    """Replace `${NAME}` / `${NAME:-default}` in every string; a missing variable is an error.
+    Every value taken from the environment is added to `found` (secrets to redact: `edge.redact`)."""
     if isinstance(value, str):
 
         def sub(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
             if name in env:
+                if found is not None:
+                    found.add(env[name])
                 return env[name]
             if default is not None:
                 return default
@@ -166,10 +252,24 @@ def expand_env(value: Any, path: PathKey, errors: _Errors, env: Mapping[str, str
 
         return _ENV.sub(sub, value)
     if isinstance(value, dict):
-        return {k: expand_env(v, path + (k,), errors, env) for k, v in value.items()}
+        return {k: expand_env(v, path + (k,), errors, env, found) for k, v in value.items()}
     if isinstance(value, list):
-        return [expand_env(v, path + (i,), errors, env) for i, v in enumerate(value)]
+        return [expand_env(v, path + (i,), errors, env, found) for i, v in enumerate(value)]
     return value
+
+
+def secret_values(value: Any, under_secret: bool = False) -> set[str]:
+    """Strings held under a secret-looking key (password, token, ...) anywhere in raw config data."""
+    if isinstance(value, str):
+        return {value} if under_secret and value else set()
+    if isinstance(value, dict):
+        out: set[str] = set()
+        for k, v in value.items():
+            out |= secret_values(v, under_secret or is_secret_key(k))
+        return out
+    if isinstance(value, list):
+        return set().union(*(secret_values(v, under_secret) for v in value)) if value else set()
+    return set()
 
 
 def _validate_plugin(
@@ -211,7 +311,10 @@ def parse_config(
         raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
-    raw = expand_env(raw, (), errors, os.environ if env is None else env)
+    secrets: set[str] = set()
+    raw = expand_env(raw, (), errors, os.environ if env is None else env, secrets)
+    secrets |= secret_values(raw)
+    errors.secrets = frozenset(secrets)
     app: AppConfig | None = None
     try:
         app = AppConfig.model_validate(raw)
@@ -242,7 +345,8 @@ def parse_config(
         errors.add(("references",), f"references name cameras that do not exist: {unknown}")
 
     if errors.items or app is None:
-        raise ConfigError(f"{source}: {len(errors.items)} error(s)\n  " + "\n  ".join(errors.items), errors.items)
+        items = [Redactor(errors.secrets).redact(e) for e in errors.items]
+        raise ConfigError(f"{source}: {len(items)} error(s)\n  " + "\n  ".join(items), items)
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
     return LoadedConfig(
         path=None,
@@ -252,6 +356,7 @@ def parse_config(
         engine=engine,
         sinks=sinks,
         config_version=f"{app.version}+{digest}",
+        secrets=errors.secrets,
     )
 
 

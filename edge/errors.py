@@ -66,3 +66,8 @@ class CameraSourceError(CameraError):
 
     Not an outage: reconnecting will not help. The item is decided FAILSAFE with this message and
     the source goes on with its next item."""
+
+
+class InvalidFrameError(EdgeInspectError):
+    """A frame cannot be trusted or judged (undecodable, truncated, wrong size, blank, no reference):
+    it is decided FAILSAFE `invalid_frame` with this message, never judged."""

@@ -6,15 +6,19 @@ Label children are resolved once per camera/verdict/reason so the hot path only 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.verdict import FailsafeReason, VerdictKind
 
 log = logging.getLogger(__name__)
 
+MARGIN_BUCKETS = (-0.1, -0.01, 0.0, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 STAGES = ("queue", "preprocess", "infer", "postprocess", "total")
 
@@ -43,8 +47,13 @@ class PipelineMetrics:
         self.latency = Histogram(
             "edge_stage_latency_seconds", "Per-stage latency", ["stage"], buckets=LATENCY_BUCKETS, registry=r
         )
-        self.sink_dropped = Gauge("edge_sink_dropped", "Verdicts a sink dropped (queue full)", ["sink"], registry=r)
-        self.sink_backlog = Gauge("edge_sink_backlog", "Verdicts waiting in a sink queue", ["sink"], registry=r)
+        self.margin_hist = Histogram(
+            "edge_deadline_margin_seconds",
+            "Time left before the part's deadline when its verdict was decided (negative: late)",
+            buckets=MARGIN_BUCKETS,
+            registry=r,
+        )
+        self.margin_last = Gauge("edge_deadline_margin_last_seconds", "Margin of the latest verdict", registry=r)
         self.engine_errors = Counter("edge_engine_errors", "Engine failures", registry=r)
         self._frames_in = {c: self.frames_in.labels(c) for c in cameras}
         self._verdicts = {(c, k): self.verdicts.labels(c, k.value) for c in cameras for k in VerdictKind}
@@ -54,9 +63,6 @@ class PipelineMetrics:
             self.reconnects.labels(c)
             self.connected.labels(c).set(0)
             self.outage.labels(c)
-        for s in sinks:
-            self.sink_dropped.labels(s).set(0)
-            self.sink_backlog.labels(s).set(0)
 
     def frame_in(self, camera: str) -> None:
         self._frames_in[camera].inc()
@@ -69,9 +75,61 @@ class PipelineMetrics:
     def stage(self, stage: str, seconds: float) -> None:
         self._stage[stage].observe(seconds)
 
+    def margin(self, seconds: float) -> None:
+        self.margin_hist.observe(seconds)
+        self.margin_last.set(seconds)
+
+    def watch_sinks(self, sinks: Sequence[Any]) -> None:
+        """Export every sink's live `health()` counters at each scrape (never stale, no updater)."""
+        self.registry.register(SinkCollector(sinks))
+
     def serve(self, config: MetricsConfig) -> Any:
         if not config.enabled or config.port == 0:
             return None
-        server, thread = start_http_server(config.port, addr=config.host, registry=self.registry)
+        try:
+            server, thread = start_http_server(config.port, addr=config.host, registry=self.registry)
+        except OSError as exc:  # taken since the preflight check, or a host that is not ours
+            from edge.errors import ConfigError
+            from edge.preflight import describe_bind_error
+
+            raise ConfigError(describe_bind_error(config.host, config.port, exc)) from exc
         log.info("metrics on http://%s:%s/metrics", config.host, config.port)
         return server
+
+
+# health() keys exported per sink, as edge_sink_<key>{sink=...}
+SINK_GAUGES = {
+    "submitted": "Verdicts handed to the sink",
+    "written": "Verdicts the sink wrote or delivered (acknowledged)",
+    "dropped": "Verdicts the sink dropped (queue full, refused for good); each is also logged",
+    "errors": "Write or delivery errors (retried)",
+    "backlog": "Verdicts waiting (in memory and, for durable sinks, on disk)",
+    "live": "1 when the sink is delivering now",
+    "replayed": "Verdicts delivered after a restart of the service (durable sinks)",
+    "expired": "Verdicts dropped undelivered by the journal's age/size bound (durable sinks)",
+    "late": "Verdicts delivered after their part's deadline (durable sinks)",
+    "oldest_waiting_s": "Age of the oldest verdict waiting in the journal (durable sinks)",
+}
+
+
+class SinkCollector(Collector):
+    """Reads each sink's health() at scrape time."""
+
+    def __init__(self, sinks: Sequence[Any]) -> None:
+        self.sinks = list(sinks)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        families = {k: GaugeMetricFamily(f"edge_sink_{k}", doc, labels=["sink"]) for k, doc in SINK_GAUGES.items()}
+        for sink in self.sinks:
+            try:
+                health = sink.health()
+            except Exception:  # a sink that cannot say is not live
+                health = {"live": False}
+            for key, family in families.items():
+                value = health.get(key)
+                if isinstance(value, (bool, int, float)):
+                    family.add_metric([sink.name], float(value))
+        yield from families.values()
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())

@@ -79,11 +79,23 @@ def engine_registry() -> Registry:
     )
 
 
+SINK_ENTRY_POINTS = "edge_inspect.sinks"
+
+
+def plugin_entries(group: str) -> dict[str, str]:
+    """Plugins other packages declare under a Python entry-point group (name -> "module:Model"),
+    so that the core never names them (plc's OPC UA and MQTT sinks, a user's own)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=group)}
+
+
 def sink_registry() -> Registry:
-    return Registry(
-        "sink",
+    entries = plugin_entries(SINK_ENTRY_POINTS)
+    entries.update(
         {
             "jsonl": "edge.sinks.jsonl:JsonlSinkConfig",
             "log": "edge.sinks.log:LogSinkConfig",
-        },
+        }
     )
+    return Registry("sink", entries)

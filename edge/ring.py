@@ -2,12 +2,14 @@
 
 Every state change happens under one lock, and so does the exactly-once gate: a slot's
 `decided` flag flips once, and whoever flips it (inference worker, deadline watchdog, or the
-overflow policy) emits that frame's only verdict while still holding the lock. The buffer goes
-back to the camera only after that, and only once nobody reads it any more: a frame the
-watchdog failed while the engine was still reading it is released when the worker lets go.
+overflow policy) owns that frame's only verdict. The verdict itself is built and fanned out
+*after* the lock is released (`emit(Decided)`), so a slow sink or subscriber never delays the
+gate or the watchdog of another frame. The buffer goes back to the camera only after that
+fan-out, and only once nobody reads it any more: each slot counts its readers (`refs`: the
+worker while it infers, an emitter while it fans out), and the last one to let go frees it.
 
-No allocation per frame: slots are created once; pending frames are found by scanning the
-(small) slot array for the lowest sequence number rather than through a growing queue.
+No allocation per frame on the slotted path: slots are created once; pending frames are found
+by scanning the (small) slot array for the lowest sequence number rather than a growing queue.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class SlotState(IntEnum):
     FREE = 0
     PENDING = 1  # waiting for the worker
     INFERRING = 2  # the worker is reading the buffer
+    DONE = 3  # decided; held until its emitter (and the worker, if it still reads) let go
 
 
 @dataclass(eq=False)
@@ -43,10 +46,24 @@ class Slot:
     arrived_ns: int = 0
     deadline_ns: int = 0
     decided: bool = False
+    refs: int = 0  # readers of the frame: the worker while INFERRING, an emitter while fanning out
 
 
-# emit(slot, failsafe_reason_or_None, payload): called under the ring lock, exactly once per frame.
-EmitFn = Callable[[Slot, "FailsafeReason | None", object], None]
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """The gate's decision for one frame, fanned out after the ring lock is released."""
+
+    frame: Frame
+    camera: Camera
+    arrived_ns: int
+    deadline_ns: int
+    reason: FailsafeReason | None  # None: the worker's result (payload) is the verdict
+    payload: object
+    slot: Slot | None  # the slot to let go after fan-out; None: release the frame directly
+
+
+# emit(decided): called once per frame, outside the ring lock, before the buffer is released.
+EmitFn = Callable[[Decided], None]
 ReleaseFn = Callable[[Camera, Frame], None]
 LateFn = Callable[[Slot, object], None]
 
@@ -84,41 +101,77 @@ class Ring:
         return len(self._slots)
 
     # -- producer side (camera threads) ----------------------------------------------------
-    def put(self, frame: Frame, camera: Camera, arrived_ns: int, deadline_ns: int) -> bool:
-        """Admit a frame. Returns False when it was decided FAILSAFE at once (ring full with the
-        `failsafe_newest` policy, a glitched frame, or a closed ring)."""
-        to_release: tuple[Camera, Frame] | None = None
+    def put(
+        self,
+        frame: Frame,
+        camera: Camera,
+        arrived_ns: int,
+        deadline_ns: int,
+        refuse: tuple[FailsafeReason, str | None] | None = None,
+    ) -> bool:
+        """Admit a frame. Returns False when it was decided FAILSAFE at once: `refuse` given (an
+        invalid frame, a halted station), a glitched frame (`frame.error`), a closed ring, or a
+        full ring with the `failsafe_newest` policy."""
+        decided: list[Decided] = []
         admitted = True
         with self._lock:
-            slot = self._free_slot()
-            if frame.error is not None or self._closed:
-                reason = FailsafeReason.CAMERA_ERROR if frame.error is not None else FailsafeReason.SHUTDOWN
-                self._emit_unslotted(frame, camera, arrived_ns, deadline_ns, reason)
-                to_release, admitted = (camera, frame), False
+            if refuse is None and frame.error is not None:
+                refuse = (FailsafeReason.CAMERA_ERROR, frame.error)
+            if refuse is None and self._closed:
+                refuse = (FailsafeReason.SHUTDOWN, None)
+            slot = self._free_slot() if refuse is None else None
+            if refuse is not None:
+                decided.append(Decided(frame, camera, arrived_ns, deadline_ns, refuse[0], refuse[1], None))
+                admitted = False
             elif slot is None:
                 self.overflows += 1
                 victim = self._oldest_pending() if self._overflow == "failsafe_oldest" else None
                 if victim is None:
-                    self._emit_unslotted(frame, camera, arrived_ns, deadline_ns, FailsafeReason.RING_OVERFLOW)
-                    to_release, admitted = (camera, frame), False
+                    decided.append(
+                        Decided(frame, camera, arrived_ns, deadline_ns, FailsafeReason.RING_OVERFLOW, None, None)
+                    )
+                    admitted = False
                 else:
-                    victim.decided = True
-                    self._emit(victim, FailsafeReason.RING_OVERFLOW, None)
+                    # the victim's frame leaves the slot with its decision; the slot takes the new frame
                     assert victim.frame is not None and victim.camera is not None
-                    to_release = (victim.camera, victim.frame)
+                    victim.decided = True
+                    decided.append(
+                        Decided(
+                            victim.frame, victim.camera, victim.arrived_ns, victim.deadline_ns,
+                            FailsafeReason.RING_OVERFLOW, None, None,
+                        )
+                    )
                     self._fill(victim, frame, camera, arrived_ns, deadline_ns)
             else:
                 self.occupied += 1
                 self._fill(slot, frame, camera, arrived_ns, deadline_ns)
-        if to_release is not None:
-            self._release(*to_release)
+        self._fan_out(decided)
         return admitted
 
-    def _emit_unslotted(
-        self, frame: Frame, camera: Camera, arrived_ns: int, deadline_ns: int, reason: FailsafeReason
-    ) -> None:
-        tmp = Slot(-1, SlotState.FREE, 0, 0, frame, camera, arrived_ns, deadline_ns, True)
-        self._emit(tmp, reason, None)
+    def _fan_out(self, decided: list[Decided]) -> None:
+        """Emit each decision (outside the lock), then let go of its frame."""
+        for d in decided:
+            try:
+                self._emit(d)
+            finally:
+                if d.slot is None:
+                    self._release(d.camera, d.frame)
+                else:
+                    self._unref(d.slot)
+
+    def _unref(self, slot: Slot) -> None:
+        with self._lock:
+            slot.refs -= 1
+            to_release = self._free(slot) if slot.refs == 0 and slot.state is SlotState.DONE else None
+        if to_release is not None:
+            self._release(*to_release)
+
+    def _decide(self, slot: Slot, reason: FailsafeReason | None, payload: object) -> Decided:
+        """Flip the gate (under the lock): this caller owns the frame's verdict."""
+        assert slot.frame is not None and slot.camera is not None and not slot.decided
+        slot.decided = True
+        slot.refs += 1
+        return Decided(slot.frame, slot.camera, slot.arrived_ns, slot.deadline_ns, reason, payload, slot)
 
     def _fill(self, slot: Slot, frame: Frame, camera: Camera, arrived_ns: int, deadline_ns: int) -> None:
         self._seq += 1
@@ -129,6 +182,7 @@ class Ring:
         slot.arrived_ns = arrived_ns
         slot.deadline_ns = deadline_ns
         slot.decided = False
+        slot.refs = 0
         slot.state = SlotState.PENDING
         self._work.notify()
         self._watch.notify()
@@ -158,6 +212,7 @@ class Ring:
                 slot = self._oldest_pending(time.monotonic_ns() + min_remaining_ns)
                 if slot is not None:
                     slot.state = SlotState.INFERRING
+                    slot.refs += 1
                     return slot, slot.generation
                 wait = None if end is None else end - time.monotonic()
                 if wait is not None and wait <= 0:
@@ -179,6 +234,7 @@ class Ring:
                 slot = self._oldest_pending(time.monotonic_ns() + min_remaining_ns)
                 if slot is not None:
                     slot.state = SlotState.INFERRING
+                    slot.refs += 1
                     out.append((slot, slot.generation))
                     continue
                 wait = end - time.monotonic()
@@ -188,33 +244,36 @@ class Ring:
         return out
 
     def complete(self, slot: Slot, generation: int, payload: object) -> bool:
-        """The worker is done with a slot. Emits its verdict unless already decided (then the
-        result is late and only recorded). Returns True when this result became the verdict."""
+        """The worker is done with a slot. Its result becomes the verdict unless the frame was
+        already decided (then the result is late and only recorded). True when it became the verdict."""
+        return self._worker_done(slot, generation, None, payload)
+
+    def fail(self, slot: Slot, generation: int, reason: FailsafeReason, detail: object) -> None:
+        """The worker could not judge the frame (engine error, invalid frame): FAILSAFE unless
+        already decided."""
+        self._worker_done(slot, generation, reason, detail)
+
+    def _worker_done(self, slot: Slot, generation: int, reason: FailsafeReason | None, payload: object) -> bool:
+        decided: list[Decided] = []
+        to_release: tuple[Camera, Frame] | None = None
         with self._lock:
             if slot.generation != generation or slot.state is not SlotState.INFERRING:
                 raise EdgeInspectError("ring slot completed twice or after reuse")
             won = not slot.decided
             if won:
-                slot.decided = True
-                self._emit(slot, None, payload)
-            else:
+                decided.append(self._decide(slot, reason, payload))
+            elif reason is None:
                 self.late_results += 1
                 if self._on_late is not None:
                     self._on_late(slot, payload)
-            to_release = self._free(slot)
-        self._release(*to_release)
+            slot.state = SlotState.DONE
+            slot.refs -= 1  # the worker lets go
+            if slot.refs == 0:
+                to_release = self._free(slot)
+        if to_release is not None:
+            self._release(*to_release)
+        self._fan_out(decided)
         return won
-
-    def fail(self, slot: Slot, generation: int, reason: FailsafeReason, detail: object) -> None:
-        """The worker could not judge the frame (engine error): FAILSAFE unless already decided."""
-        with self._lock:
-            if slot.generation != generation or slot.state is not SlotState.INFERRING:
-                raise EdgeInspectError("ring slot failed after reuse")
-            if not slot.decided:
-                slot.decided = True
-                self._emit(slot, reason, detail)
-            to_release = self._free(slot)
-        self._release(*to_release)
 
     def _free(self, slot: Slot) -> tuple[Camera, Frame]:
         assert slot.frame is not None and slot.camera is not None
@@ -233,22 +292,18 @@ class Ring:
         return self._fail_where(FailsafeReason.DEADLINE, lambda s: s.deadline_ns <= now_ns)
 
     def _fail_where(self, reason: FailsafeReason, due: Callable[[Slot], bool]) -> int:
-        """Decide FAILSAFE every undecided frame for which due(slot) holds. Pending frames go
-        back to their camera at once; a frame the worker is reading goes back when it lets go."""
-        releases: list[tuple[Camera, Frame]] = []
-        n = 0
+        """Decide FAILSAFE every undecided frame for which due(slot) holds. A pending frame goes
+        back to its camera after its fan-out; one the worker is reading, when the worker lets go."""
+        decided: list[Decided] = []
         with self._lock:
             for s in self._slots:
-                if s.state is SlotState.FREE or s.decided or not due(s):
+                if s.state in (SlotState.FREE, SlotState.DONE) or s.decided or not due(s):
                     continue
-                s.decided = True
-                self._emit(s, reason, None)
-                n += 1
+                decided.append(self._decide(s, reason, None))
                 if s.state is SlotState.PENDING:
-                    releases.append(self._free(s))
-        for cam, frame in releases:
-            self._release(cam, frame)
-        return n
+                    s.state = SlotState.DONE
+        self._fan_out(decided)
+        return len(decided)
 
     def next_deadline_ns(self) -> int | None:
         with self._lock:
@@ -257,7 +312,9 @@ class Ring:
     def _next_deadline_locked(self) -> int | None:
         nxt: int | None = None
         for s in self._slots:
-            if s.state is not SlotState.FREE and not s.decided and (nxt is None or s.deadline_ns < nxt):
+            if s.state in (SlotState.PENDING, SlotState.INFERRING) and not s.decided and (
+                nxt is None or s.deadline_ns < nxt
+            ):
                 nxt = s.deadline_ns
         return nxt
 

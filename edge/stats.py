@@ -1,7 +1,7 @@
 """Running statistics for the status line, the demo summary and the status page.
 
 Latencies go into fixed-size circular arrays (no growth, no per-frame allocation); counts are
-plain integers updated under the ring lock by the verdict emitter.
+plain integers updated by the verdict emitter under this object's lock.
 """
 
 from __future__ import annotations
@@ -43,6 +43,47 @@ class LatencyWindow:
     def max(self) -> float | None:
         v = self.values()
         return round(float(v.max()), 3) if v.size else None
+
+
+class RecentVerdicts:
+    """The last `capacity` verdicts' (decided time, kind, latency) in preallocated arrays, for
+    figures over a recent time window (parts/min, reject rate, p50/p99) on the status page."""
+
+    KINDS = tuple(VerdictKind)
+
+    def __init__(self, capacity: int = 8192) -> None:
+        self._t = np.zeros(capacity, np.int64)  # monotonic ns
+        self._k = np.zeros(capacity, np.int8)
+        self._lat = np.zeros(capacity, np.float64)
+        self._n = 0
+
+    def add(self, decided_ns: int, kind: VerdictKind, latency_ms: float) -> None:
+        i = self._n % self._t.shape[0]
+        self._t[i] = decided_ns
+        self._k[i] = self.KINDS.index(kind)
+        self._lat[i] = latency_ms
+        self._n += 1
+
+    def window(self, seconds: float, now_ns: int | None = None) -> dict[str, Any]:
+        now = time.monotonic_ns() if now_ns is None else now_ns
+        n = min(self._n, self._t.shape[0])
+        sel = self._t[:n] >= now - int(seconds * 1e9)
+        k = self._k[:n][sel]
+        lat = self._lat[:n][sel]
+        counts = {kind.value: int((k == i).sum()) for i, kind in enumerate(self.KINDS)}
+        total = int(sel.sum())
+        span_s = seconds
+        if total and self._n <= self._t.shape[0]:  # fewer verdicts than the window holds: since the first
+            span_s = min(seconds, max(1e-3, (now - int(self._t[:n][sel].min())) / 1e9))
+        p50, p99 = (round(float(x), 3) for x in np.percentile(lat, (50, 99))) if total else (None, None)
+        return {
+            "window_s": seconds,
+            "verdicts": counts,
+            "decided": total,
+            "parts_per_min": round(total / span_s * 60.0, 1) if total else 0.0,
+            "reject_rate": round((counts["REJECT"] + counts["FAILSAFE"]) / total, 4) if total else None,
+            "latency_ms": {"p50": p50, "p99": p99, "max": round(float(lat.max()), 3) if total else None},
+        }
 
 
 @dataclass
@@ -87,6 +128,7 @@ class PipelineStats:
     accuracy: AccuracyCounts = field(default_factory=AccuracyCounts)
     model_accuracy: AccuracyCounts = field(default_factory=AccuracyCounts)
     late_results: int = 0
+    recent: RecentVerdicts = field(default_factory=RecentVerdicts)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count_frame_in(self) -> None:
@@ -99,6 +141,7 @@ class PipelineStats:
             if v.failsafe_reason is not None:
                 self.failsafe[v.failsafe_reason] += 1
             self.latency.add(v.latency_ms)
+            self.recent.add(v.decided_ns, v.verdict, v.latency_ms)
             if engine_ms is not None:
                 self.engine.add(engine_ms)
                 self.overhead.add(v.latency_ms - engine_ms)
@@ -110,6 +153,15 @@ class PipelineStats:
     @property
     def decided(self) -> int:
         return sum(self.verdicts.values())
+
+    def window(self, seconds: float = 60.0) -> dict[str, Any]:
+        with self.lock:
+            out = self.recent.window(seconds)
+            out["failsafe_by_reason"] = {r.value: n for r, n in self.failsafe.items() if n}
+            out["frames_in"] = self.frames_in
+            out["decided_total"] = self.decided
+            out["verdicts_total"] = {k.value: n for k, n in self.verdicts.items()}
+            return out
 
     def summary(self) -> dict[str, Any]:
         with self.lock:

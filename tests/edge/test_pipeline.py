@@ -24,7 +24,7 @@ def config(
     model: Path,
     camera: dict[str, Any],
     *,
-    budget_ms: float = 250,
+    budget_ms: float = 2000,  # generous: a loaded CI machine must not turn functional checks into deadline misses
     slots: int = 8,
     sinks: list[dict[str, Any]] | None = None,
     overflow: str = "failsafe_oldest",
@@ -47,7 +47,7 @@ def replay(path: Path, rate_ppm: float = 0, **kw: Any) -> dict[str, Any]:
 
 
 class Collector:
-    """Records every verdict the pipeline emits (called under the ring lock: keep it cheap)."""
+    """Records every verdict the pipeline emits (called in the emitting thread: keep it cheap)."""
 
     def __init__(self) -> None:
         self.verdicts: list[Verdict] = []
@@ -88,7 +88,7 @@ class SlowEngine:
 
 def run(service: Service, frames: int | None = None, seconds: float = 60) -> tuple[dict[str, Any], Collector]:
     col = Collector()
-    service.pipeline.listeners.append(col)
+    service.pipeline.subscribe(lambda v, _frame: col(v), "test")
     service.start(serve_metrics=False)
     service.pipeline.wait(seconds)
     summary = service.stop()
@@ -158,7 +158,7 @@ def test_overload_keeps_memory_bounded_and_every_frame_decided(model_path: Path,
     service = build_service(cfg, max_frames=400)
     service.pipeline.inspector.engine = SlowEngine(service.engine, 0.03)
     occupancy: list[int] = []
-    service.pipeline.listeners.append(lambda v: occupancy.append(service.pipeline.ring.occupied))
+    service.pipeline.subscribe(lambda v, _frame: occupancy.append(service.pipeline.ring.occupied), "test")
     summary, col = run(service)
     assert summary["frames_in"] == 400
     assert_exactly_once(summary, col)
@@ -208,7 +208,7 @@ def test_steady_state_allocates_nothing_per_frame(model_path: Path, demo_images:
 
     tracemalloc.start()
     try:
-        service.pipeline.listeners.append(listener)
+        service.pipeline.subscribe(lambda v, _frame: listener(v), "test")
         service.start(serve_metrics=False)
         deadline = time.monotonic() + 180
         while count[0] < last and time.monotonic() < deadline:
@@ -230,25 +230,27 @@ def test_camera_that_disappears_is_reconnected(model_path: Path, demo_images: Pa
     cfg = config(model_path, replay(folder, rate_ppm=1200, check_source_every_s=0.1))
     service = build_service(cfg, max_frames=None)
     col = Collector()
-    service.pipeline.listeners.append(col)
+    service.pipeline.subscribe(lambda v, _frame: col(v), "test")
     service.start(serve_metrics=False)
     try:
         time.sleep(1.0)
         away = tmp_path / "unplugged"
         folder.rename(away)
         time.sleep(1.0)
-        state = service.pipeline.camera_state["cam"]
+        cam_state = service.pipeline.camera_states["cam"]
+        state = cam_state.as_dict()
         assert state["outages"] == 1 and not state["connected"]
         n_during = len(col.verdicts)
         time.sleep(0.5)
         assert len(col.verdicts) == n_during, "frames were invented while the camera was away"
         away.rename(folder)
         t = time.monotonic()
-        while state["reconnects"] < 1 and time.monotonic() - t < 10:
+        while cam_state.reconnects < 1 and time.monotonic() - t < 10:
             time.sleep(0.05)
         time.sleep(0.5)
     finally:
         summary = service.stop()
+    state = cam_state.as_dict()
     assert state["reconnects"] == 1 and state["outage_s"] > 0.5
     assert len(col.verdicts) > n_during
     assert_exactly_once(summary, col)

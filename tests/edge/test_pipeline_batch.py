@@ -64,6 +64,7 @@ def test_two_cameras_batched_each_frame_gets_its_own_verdict(tmp_path: Path) -> 
             "engine": {"type": "onnxruntime", "model": str(model), "batch": 2, "warmup": 1},
             "decision": {"min_confidence": 0.5, "thresholds_file": None},
             "pipeline": {"budget_ms": 500, "ring_slots": 8, "batch_wait_ms": 20},
+            "frame_check": {"uniform": False},  # the test's frames are uniform on purpose
             "sinks": [],
             "metrics": {"port": 0},
         }
@@ -79,7 +80,7 @@ def test_two_cameras_batched_each_frame_gets_its_own_verdict(tmp_path: Path) -> 
 
     service.pipeline.inspector.engine.infer = counting_infer  # type: ignore[method-assign]
     verdicts: list[Verdict] = []
-    service.pipeline.listeners.append(verdicts.append)
+    service.pipeline.subscribe(lambda v, _frame: verdicts.append(v), "test")
     service.start(serve_metrics=False)
     service.pipeline.wait(60)
     summary = service.stop()

@@ -66,6 +66,7 @@ def service_config(model: Path, camera: dict[str, Any], **top: Any) -> str:
             "pipeline": {"budget_ms": 2000, "ring_slots": 4},
             "sinks": [],
             "metrics": {"port": 0},
+            "frame_check": {"uniform": False},  # the test's parts are uniform grey on purpose
             **top,
         }
     )
@@ -74,7 +75,7 @@ def service_config(model: Path, camera: dict[str, Any], **top: Any) -> str:
 def run_verdicts(text: str, frames: int, base_dir: Path) -> dict[str, VerdictKind]:
     service = build_service(parse_config(text, "<reference>", base_dir=base_dir), max_frames=frames)
     verdicts: list[Verdict] = []
-    service.pipeline.listeners.append(verdicts.append)
+    service.pipeline.subscribe(lambda v, _frame: verdicts.append(v), "test")
     service.start(serve_metrics=False)
     service.pipeline.wait(60)
     summary = service.stop()

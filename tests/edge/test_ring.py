@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cameras.base import Frame
-from edge.ring import Ring, Slot
+from edge.ring import Decided, Ring
 from edge.verdict import FailsafeReason
 
 
@@ -45,11 +45,10 @@ class Log:
         self.events: list[tuple[int, FailsafeReason | None, bool]] = []
         self.cam = cam
 
-    def emit(self, slot: Slot, reason: FailsafeReason | None, payload: object) -> None:
-        assert slot.frame is not None
+    def emit(self, d: Decided) -> None:
         # the buffer must not have been given back before its verdict
-        released_before = self.cam.released[slot.frame.frame_id] > 0
-        self.events.append((slot.frame.frame_id, reason, released_before))
+        released_before = self.cam.released[d.frame.frame_id] > 0
+        self.events.append((d.frame.frame_id, d.reason, released_before))
 
 
 def make(slots: int = 4, overflow: str = "failsafe_oldest") -> tuple[Ring, Source, Log]:
@@ -205,3 +204,86 @@ def test_concurrent_exactly_one_verdict_per_frame() -> None:
 def test_ring_needs_two_slots() -> None:
     with pytest.raises(Exception, match="2 slots"):
         make(slots=1)
+
+
+def test_fan_out_runs_outside_the_ring_lock() -> None:
+    """A verdict's fan-out must not hold the ring: the watchdog and cameras go on meanwhile."""
+    cam = Source()
+    held: list[bool] = []
+    ring: Ring
+
+    def emit(d: Decided) -> None:
+        free = ring._lock.acquire(blocking=False)
+        held.append(not free)
+        if free:
+            ring._lock.release()
+
+    ring = Ring(4, "failsafe_oldest", emit, lambda c, f: c.release(f))  # type: ignore[arg-type]
+    now = time.monotonic_ns()
+    ring.put(frame(1), cam, now, far())
+    got = ring.take(timeout=1)
+    assert got is not None
+    ring.complete(got[0], got[1], None)
+    ring.put(frame(2), cam, now, now + 1)
+    ring.expire(now + 10)
+    ring.put(frame(3, error="glitch"), cam, now, far())
+    assert held == [False, False, False]
+
+
+def test_slow_fan_out_does_not_delay_another_frames_deadline() -> None:
+    """One frame's slow subscriber must not hold back the watchdog's verdict for another."""
+    cam = Source()
+    decided_at: dict[int, int] = {}
+    gate = threading.Event()
+
+    def emit(d: Decided) -> None:
+        decided_at[d.frame.frame_id] = time.monotonic_ns()
+        if d.frame.frame_id == 1:
+            gate.wait(5)  # a slow consumer of frame 1's verdict
+
+    ring = Ring(4, "failsafe_oldest", emit, lambda c, f: c.release(f))  # type: ignore[arg-type]
+    now = time.monotonic_ns()
+    ring.put(frame(1), cam, now, far())
+    ring.put(frame(2), cam, now, now + 20_000_000)
+    got = ring.take(timeout=1)
+    assert got is not None and got[0].frame is not None and got[0].frame.frame_id == 1
+    worker = threading.Thread(target=ring.complete, args=(got[0], got[1], None))
+    worker.start()
+    while 1 not in decided_at:
+        time.sleep(0.001)
+    t0 = time.monotonic_ns()
+    while ring.expire(time.monotonic_ns()) == 0:
+        ring.wait_deadline(0.01)
+    waited_s = (time.monotonic_ns() - t0) / 1e9
+    gate.set()
+    worker.join(5)
+    assert 2 in decided_at and waited_s < 2.0  # frame 2 failed at its deadline while frame 1 was still emitting
+    assert cam.released[1] == 1 and cam.released[2] == 1
+
+
+def test_buffer_held_until_watchdog_fan_out_finishes_even_if_worker_lets_go() -> None:
+    """Watchdog decides an INFERRING frame; the worker finishes during the watchdog's fan-out:
+    the buffer goes back only after the fan-out (subscribers may still read it)."""
+    cam = Source()
+    in_fan_out = threading.Event()
+    finish = threading.Event()
+    seen_released: list[int] = []
+
+    def emit(d: Decided) -> None:
+        in_fan_out.set()
+        finish.wait(5)
+        seen_released.append(cam.released[d.frame.frame_id])
+
+    ring = Ring(4, "failsafe_oldest", emit, lambda c, f: c.release(f))  # type: ignore[arg-type]
+    now = time.monotonic_ns()
+    ring.put(frame(1), cam, now, now + 10**9)
+    got = ring.take(timeout=1)
+    assert got is not None
+    watchdog = threading.Thread(target=ring.expire, args=(now + 2 * 10**9,))
+    watchdog.start()
+    assert in_fan_out.wait(5)
+    assert ring.complete(got[0], got[1], "late") is False  # the worker lets go mid fan-out
+    assert cam.released[1] == 0
+    finish.set()
+    watchdog.join(5)
+    assert seen_released == [0] and cam.released[1] == 1 and ring.occupied == 0

@@ -1,0 +1,202 @@
+"""What the I/O side (web API, OPC UA server, sinks) may see and change of a running service.
+
+`ServiceContext` is handed to sinks (`bind(ctx)`) and components: the I/O loop, the read model,
+verdict subscription and `ServiceControl`, the only way to change the running station:
+- mode: halt / resume / single n frames (while halted every frame still gets a verdict:
+  FAILSAFE `halted`);
+- the decision rules: validated against the model's classes, compiled, swapped atomically
+  between frames, every change reported to `on_change` listeners (the audit) and revertible;
+- recipes (model + decision rules named in the config): loaded off the hot path, swapped in
+  between frames, the old engine closed after.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from edge.config import LoadedConfig
+from edge.decision import CompiledRules, DecisionConfig, compile_rules
+from edge.errors import ConfigError
+from edge.ioloop import IoLoop
+
+if TYPE_CHECKING:
+    from edge.emitter import Subscription, VerdictListener
+    from edge.engines.base import Engine
+    from edge.pipeline import Pipeline
+    from edge.snapshot import ServiceSnapshot
+
+log = logging.getLogger(__name__)
+
+# fn(kind, before, after, who): kind is "mode", "decision" or "recipe"
+ChangeListener = Callable[[str, Any, Any, str], None]
+
+
+class ServiceControl:
+    def __init__(
+        self,
+        cfg: LoadedConfig,
+        pipeline: Pipeline,
+        engine_holder: EngineHolder,
+        rules: CompiledRules,
+        references: dict[str, np.ndarray],
+    ) -> None:
+        self.cfg = cfg
+        self.pipeline = pipeline
+        self.engines = engine_holder
+        self._decision = cfg.app.decision
+        self._rules = rules
+        self._history: list[DecisionConfig] = []
+        self._references = references
+        self._recipe = "default"
+        self._lock = threading.Lock()  # one change at a time
+        self._listeners: list[ChangeListener] = []
+
+    # -- change listeners (the audit) ----------------------------------------------------------
+    def on_change(self, fn: ChangeListener) -> None:
+        self._listeners.append(fn)
+
+    def _changed(self, kind: str, before: Any, after: Any, who: str) -> None:
+        log.info("%s changed by %s", kind, who)
+        for fn in list(self._listeners):
+            try:
+                fn(kind, before, after, who)
+            except Exception:
+                log.exception("change listener failed for %s", kind)
+
+    # -- mode -----------------------------------------------------------------------------------
+    def mode(self) -> str:
+        return self.pipeline.mode()
+
+    def halt(self, who: str = "system") -> None:
+        self._set_mode("halted", 1, who)
+
+    def resume(self, who: str = "system") -> None:
+        self._set_mode("running", 1, who)
+
+    def single(self, n: int = 1, who: str = "system") -> None:
+        if n < 1:
+            raise ConfigError("single: n must be at least 1")
+        self._set_mode("single", n, who)
+
+    def _set_mode(self, mode: str, n: int, who: str) -> None:
+        with self._lock:
+            before = self.pipeline.mode()
+            self.pipeline.set_mode(mode, n)
+        self._changed("mode", before, mode if mode != "single" else f"single:{n}", who)
+
+    # -- decision rules -----------------------------------------------------------------------------
+    def decision(self) -> dict[str, Any]:
+        return self._decision.model_dump(mode="json")
+
+    def rules(self) -> CompiledRules:
+        return self._rules
+
+    def set_decision(self, section: dict[str, Any] | DecisionConfig, who: str) -> dict[str, Any]:
+        """Validate, compile and swap in new decision rules; returns the applied section."""
+        try:
+            new = section if isinstance(section, DecisionConfig) else DecisionConfig.model_validate(section)
+        except ValidationError as exc:
+            errors = [f"decision.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+            raise ConfigError("; ".join(errors), errors) from exc
+        with self._lock:
+            info = self.pipeline.inspector.info
+            rules = compile_rules(new, info.names, Path(info.path), self.cfg.base_dir)
+            before = self._decision
+            self.pipeline.inspector.set_rules(rules)
+            self._history.append(before)
+            del self._history[:-50]
+            self._decision, self._rules = new, rules
+        after = new.model_dump(mode="json")
+        self._changed("decision", before.model_dump(mode="json"), after, who)
+        return after
+
+    def revert_decision(self, who: str) -> dict[str, Any]:
+        """Back to the rules in force before the last change."""
+        if not self._history:
+            raise ConfigError("decision: no earlier rules to revert to")
+        previous = self._history.pop()
+        applied = self.set_decision(previous, who)
+        self._history.pop()  # the revert itself is not a step to revert to
+        return applied
+
+    # -- recipes --------------------------------------------------------------------------------------
+    def recipes(self) -> list[str]:
+        return ["default", *sorted(self.cfg.app.recipes)]
+
+    def recipe_info(self) -> dict[str, dict[str, Any]]:
+        out = {"default": {"model": str(self.cfg.engine.model), "description": "the engine's own model"}}
+        for name, r in self.cfg.app.recipes.items():
+            out[name] = {"model": r.model, "description": r.description}
+        return out
+
+    def active_recipe(self) -> str:
+        return self._recipe
+
+    def activate_recipe(self, name: str, who: str = "system") -> str:
+        """Load the recipe's model and rules, then swap them in between frames."""
+        if name not in self.recipes():
+            raise ConfigError(f"unknown recipe {name!r}; configured: {', '.join(self.recipes())}")
+        with self._lock:
+            if name == self._recipe:
+                return name
+            recipe = self.cfg.app.recipes.get(name)
+            model = recipe.model if recipe is not None else str(self.cfg.engine.model)
+            decision = (recipe.decision if recipe is not None else None) or self.cfg.app.decision
+            engine, inspector, rules = self.engines.load(model, decision, self._references)
+            old = self.pipeline.swap_inspector(inspector, name)
+            self.engines.retire(old.engine, engine)
+            before = self._recipe
+            self._recipe, self._decision, self._rules = name, decision, rules
+            self._history.clear()
+        self._changed("recipe", before, name, who)
+        return name
+
+    # -- references ----------------------------------------------------------------------------------
+    def references_for(self, camera: str) -> np.ndarray | None:
+        return self._references.get(camera)
+
+
+class EngineHolder:
+    """Builds an engine + inspector for a model file (recipes) and closes retired engines."""
+
+    def __init__(self, cfg: LoadedConfig, build: Callable[[str, DecisionConfig, dict[str, np.ndarray]], Any]) -> None:
+        self.cfg = cfg
+        self._build = build
+        self.current: Engine | None = None
+
+    def load(self, model: str, decision: DecisionConfig, references: dict[str, np.ndarray]) -> Any:
+        return self._build(model, decision, references)
+
+    def retire(self, old: Engine, new: Engine) -> None:
+        self.current = new
+        try:
+            old.close()
+        except Exception:
+            log.exception("closing the previous engine failed")
+
+
+@dataclass
+class ServiceContext:
+    """What a sink or component gets in `bind(ctx)`."""
+
+    ioloop: IoLoop
+    control: ServiceControl
+    state_dir: Path
+    config: LoadedConfig
+    _snapshot: Callable[[], ServiceSnapshot]
+    _subscribe: Callable[[VerdictListener, str], Subscription]
+
+    def snapshot(self) -> ServiceSnapshot:
+        return self._snapshot()
+
+    def subscribe(self, listener: VerdictListener, name: str) -> Subscription:
+        return self._subscribe(listener, name)
+

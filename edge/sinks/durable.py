@@ -1,0 +1,321 @@
+"""Durable sinks: every verdict is journaled on disk before delivery, deleted only once delivered.
+
+    submit() --bounded queue--> writer thread: journal.append(batch)   (SQLite WAL, one commit)
+                                               deliver(oldest entries)  (subclass: file, broker, PLC)
+                                               journal.delete(delivered)
+
+`deliver(entries)` blocks until the far side has taken the entries (or some leading part of
+them: it returns how many) and raises `TransientSinkError` when it cannot now (broker down,
+disk full: retried with back-off, the backlog grows on disk, `live` is False) or
+`PermanentSinkError` when it never will (those entries are dropped, counted and logged).
+Entries from an earlier run of the service are delivered first, flagged `replayed`; entries past
+the journal's age or size bound are dropped as `expired`, counted and logged. At close the
+writer journals everything still queued and keeps delivering until the timeout; what is left
+stays on disk for the next start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge.errors import PermanentSinkError, SinkError, TransientSinkError
+from edge.sinks.base import DropWarner, SinkConfigBase, SinkCounters
+from edge.sinks.journal import Journal, JournalEntry
+from edge.verdict import Verdict
+
+if TYPE_CHECKING:
+    from edge.control import ServiceContext
+
+log = logging.getLogger(__name__)
+
+
+class JournalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = Field(
+        None, description="Journal file (SQLite). Default: <state_dir>/journal/<sink name>.sqlite."
+    )
+    max_entries: int = Field(1_000_000, ge=1, description="Most verdicts kept waiting; the oldest beyond are expired.")
+    max_age_s: float = Field(7 * 86400, gt=0, description="Verdicts waiting longer than this are expired.")
+    batch_size: int = Field(256, ge=1, le=100_000, description="Most entries handed to one delivery.")
+    retry_initial_s: float = Field(0.2, gt=0, description="First back-off after a failed delivery.")
+    retry_max_s: float = Field(10.0, gt=0, description="Longest back-off.")
+
+
+class DurableSinkConfigBase(SinkConfigBase):
+    journal: JournalConfig = Field(default_factory=JournalConfig, description="The on-disk backlog.")
+
+    def journal_path(self, base_dir: Path) -> Path | None:
+        if self.journal.path is None:
+            return None
+        p = Path(self.journal.path).expanduser()
+        return p if p.is_absolute() else base_dir / p
+
+
+_STOP = object()
+
+
+class DurableSink:
+    """Base for sinks that must not lose a verdict. Subclasses implement `deliver`."""
+
+    kind = "durable"
+
+    def __init__(self, name: str, journal: JournalConfig, journal_path: Path | None, queue_size: int = 4096) -> None:
+        self.name = name
+        self.cfg = journal
+        self.journal_path = journal_path
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._thread: threading.Thread | None = None
+        self._journal: Journal | None = None
+        self.counters = SinkCounters()
+        self.journaled = 0
+        self.replayed = 0
+        self.expired = 0
+        self.late = 0
+        self._on_disk = 0
+        self._oldest_wall_ns: int | None = None
+        self._live = False
+        self._stop = threading.Event()
+        self._close_deadline = 0.0
+        self._full = DropWarner(name, "hand-off queue full (journal writer behind), dropped")
+        self._errlog = DropWarner(name, "delivery failed for", every_s=10.0)
+
+    # -- subclass hooks -------------------------------------------------------------
+    def open(self) -> None:
+        """Called in the writer thread before the first delivery (connect, open a file)."""
+
+    def deliver(self, entries: list[JournalEntry]) -> int | None:
+        """Hand entries (oldest first) to the far side; None or len(entries) when all were taken,
+        k when only the first k were. Raise TransientSinkError / PermanentSinkError."""
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        """Called last, from the writer thread."""
+
+    def extra_health(self) -> dict[str, Any]:
+        return {}
+
+    # -- Sink protocol --------------------------------------------------------------
+    def bind(self, ctx: ServiceContext) -> None:
+        if self.journal_path is None:
+            self.journal_path = ctx.state_dir / "journal" / f"{self.name}.sqlite"
+
+    def start(self) -> None:
+        if self.journal_path is None:
+            raise SinkError(f"sink {self.name}: no journal path (give journal.path or run it in a service)")
+        self._journal = Journal(self.journal_path, self.cfg.max_entries, self.cfg.max_age_s)
+        self._journal.open()
+        self._on_disk = self._journal.count()
+        self._oldest_wall_ns = self._journal.oldest_wall_ns()
+        if self._on_disk:
+            log.warning("sink %s: %d verdict(s) from an earlier run waiting in %s; replaying",
+                        self.name, self._on_disk, self.journal_path)
+        self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, verdict: Verdict) -> bool:
+        item = (verdict.result_id, json.dumps(verdict.to_dict(), separators=(",", ":")), time.time_ns())
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            self.counters.count(dropped=1)
+            self._full.drop()
+            return False
+        self.counters.count(submitted=1)
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        if self._thread is None:
+            return
+        self._close_deadline = time.monotonic() + timeout
+        self._stop.set()
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            pass
+        self._thread.join(timeout + 2.0)
+        if self._thread.is_alive():
+            log.warning("sink %s: writer still busy after %.1f s at close", self.name, timeout)
+        self._thread = None
+
+    def backlog(self) -> int:
+        return self._queue.qsize() + self._on_disk
+
+    def health(self) -> dict[str, Any]:
+        c = self.counters
+        oldest = self._oldest_wall_ns
+        out: dict[str, Any] = {
+            "name": self.name,
+            "kind": self.kind,
+            "submitted": c.submitted,
+            "written": c.written,
+            "dropped": c.dropped,
+            "errors": c.errors,
+            "backlog": self.backlog(),
+            "live": self._live and self._thread is not None and self._thread.is_alive(),
+            "last_error": c.last_error,
+            "journaled": self.journaled,
+            "replayed": self.replayed,
+            "expired": self.expired,
+            "late": self.late,
+            "oldest_waiting_s": round((time.time_ns() - oldest) / 1e9, 3) if oldest and self._on_disk else 0.0,
+            "last_ack_wall_ns": c.last_write_wall_ns,
+        }
+        out.update(self.extra_health())
+        return out
+
+    # -- writer thread ------------------------------------------------------------------
+    def _run(self) -> None:
+        journal = self._journal
+        assert journal is not None
+        opened = False
+        backoff = 0.0
+        retry_at = 0.0
+        stopping = False
+        try:
+            while True:
+                stopping = self._drain_into(journal, block_s=self._idle_wait(retry_at)) or stopping
+                self._expire(journal)
+                now = time.monotonic()
+                if stopping and (now >= self._close_deadline or self._on_disk == 0):
+                    break
+                if not opened and now >= retry_at:
+                    try:
+                        self.open()
+                        opened = True
+                        self._live = True
+                    except Exception as exc:
+                        backoff = self._failed(exc, backoff)
+                        retry_at = time.monotonic() + backoff
+                        continue
+                if not opened or self._on_disk == 0 or now < retry_at:
+                    if stopping:
+                        time.sleep(min(0.05, max(0.0, retry_at - now)))
+                    continue
+                entries = journal.pending(self.cfg.batch_size)
+                try:
+                    taken = self.deliver(entries)
+                except PermanentSinkError as exc:
+                    self._drop(journal, entries, exc)
+                    continue
+                except Exception as exc:  # TransientSinkError and anything unexpected: keep, retry later
+                    journal.attempted([e.seq for e in entries])
+                    backoff = self._failed(exc, backoff)
+                    retry_at = time.monotonic() + backoff
+                    continue
+                n = len(entries) if taken is None else max(0, min(int(taken), len(entries)))
+                self._delivered(journal, entries[:n])
+                backoff = 0.0
+        except Exception:
+            log.exception("sink %s: journal writer stopped", self.name)
+            self.counters.error("journal writer stopped")
+        finally:
+            self._live = False
+            left = self._queue.qsize()
+            if left:
+                log.warning("sink %s: %d verdict(s) not journaled at close", self.name, left)
+            if self._on_disk:
+                log.warning("sink %s: %d verdict(s) kept in %s for the next start", self.name, self._on_disk,
+                            self.journal_path)
+            try:
+                self.shutdown()
+            except Exception:
+                log.exception("sink %s: shutdown failed", self.name)
+            journal.close()
+
+    def _idle_wait(self, retry_at: float) -> float:
+        if self._on_disk and time.monotonic() >= retry_at:
+            return 0.0
+        if self._on_disk:
+            return max(0.0, min(0.5, retry_at - time.monotonic()))
+        return 0.5
+
+    def _drain_into(self, journal: Journal, block_s: float) -> bool:
+        """Move queued verdicts into the journal (one transaction). True when _STOP was seen."""
+        rows: list[tuple[str, str, int]] = []
+        stop = False
+        try:
+            item = self._queue.get(timeout=block_s) if block_s > 0 else self._queue.get_nowait()
+            while True:
+                if item is _STOP:
+                    stop = True
+                else:
+                    rows.append(item)
+                if len(rows) >= 4096:
+                    break
+                item = self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        if rows:
+            self._append(journal, rows)
+        return stop
+
+    def _append(self, journal: Journal, rows: list[tuple[str, str, int]]) -> None:
+        delay = 0.05
+        while True:
+            try:
+                journal.append(rows)
+                break
+            except Exception as exc:  # disk full, I/O error: the verdicts are still in memory
+                self.counters.error(f"journal: {exc}")
+                self._errlog.drop(len(rows))
+                if self._stop.is_set() and time.monotonic() >= self._close_deadline:
+                    self.counters.count(dropped=len(rows))
+                    log.error("sink %s: %d verdict(s) lost: journal %s unwritable (%s)",
+                              self.name, len(rows), self.journal_path, exc)
+                    return
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        self.journaled += len(rows)
+        self._on_disk += len(rows)
+        if self._oldest_wall_ns is None:
+            self._oldest_wall_ns = rows[0][2]
+
+    def _expire(self, journal: Journal) -> None:
+        gone = journal.expire()
+        if gone:
+            self.expired += len(gone)
+            self._on_disk = max(0, self._on_disk - len(gone))
+            log.warning("sink %s: %d verdict(s) expired undelivered (journal bound), first %s",
+                        self.name, len(gone), gone[0])
+            self._oldest_wall_ns = journal.oldest_wall_ns()
+
+    def _delivered(self, journal: Journal, entries: list[JournalEntry]) -> None:
+        if not entries:
+            return
+        journal.delete([e.seq for e in entries])
+        self._on_disk = max(0, self._on_disk - len(entries))
+        self.replayed += sum(1 for e in entries if e.replayed)
+        now = time.time_ns()
+        self.late += sum(1 for e in entries if e.is_late(now))
+        self.counters.count(written=len(entries))
+        if not self._live:
+            log.info("sink %s: delivering again", self.name)
+        self._live = True
+        self._oldest_wall_ns = journal.oldest_wall_ns() if self._on_disk else None
+
+    def _drop(self, journal: Journal, entries: list[JournalEntry], exc: Exception) -> None:
+        journal.delete([e.seq for e in entries])
+        self._on_disk = max(0, self._on_disk - len(entries))
+        self.counters.count(dropped=len(entries))
+        self.counters.error(f"permanent: {exc}")
+        log.error("sink %s: %d verdict(s) refused for good, dropped (first %s): %s",
+                  self.name, len(entries), entries[0].result_id if entries else "-", exc)
+
+    def _failed(self, exc: Exception, backoff: float) -> float:
+        was_live = self._live
+        self._live = False
+        self.counters.error(f"{type(exc).__name__}: {exc}")
+        if was_live or backoff == 0.0:
+            level = logging.WARNING if isinstance(exc, (TransientSinkError, SinkError)) else logging.ERROR
+            log.log(level, "sink %s: cannot deliver (%s); %d verdict(s) waiting on disk",
+                    self.name, exc, self._on_disk)
+        return self.cfg.retry_initial_s if backoff == 0.0 else min(backoff * 2, self.cfg.retry_max_s)
