@@ -36,6 +36,7 @@ DEEPPCB_CLASS_NAMES: tuple[str, ...] = ("open", "short", "mousebite", "spur", "s
 """DeepPCB defect types 1..6, as classes 0..5."""
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+"""Image files of a dataset, a replay folder or a calibration set (lower-case suffixes)."""
 
 _SPLIT = re.compile(r"[\s,]+")
 
@@ -131,7 +132,10 @@ def yolo_label_candidates(image: Path, root: Path | None = None, labels_dir: Pat
 
 # -- DeepPCB ------------------------------------------------------------------------------------
 def parse_deeppcb(text: str, *, source: str = "<text>") -> tuple[Box, ...]:
-    """Parse a DeepPCB annotation (`x1 y1 x2 y2 type`, type 1..6) into class 0..5 pixel boxes."""
+    """Parse a DeepPCB annotation (`x1 y1 x2 y2 type`, type 1..6) into class 0..5 pixel boxes.
+
+    Fields are separated by spaces or commas; blank lines are skipped. Raises DatasetError naming
+    `source` and the line for a malformed line, an unknown type or an empty or inverted box."""
     boxes: list[Box] = []
     for lineno, raw in enumerate(text.splitlines(), 1):
         fields = _fields(raw)
@@ -144,11 +148,13 @@ def parse_deeppcb(text: str, *, source: str = "<text>") -> tuple[Box, ...]:
             x1, y1, x2, y2 = (float(v) for v in fields[:4])
             kind = int(fields[4])
         except ValueError:
-            raise DatasetError(f"{where}: not a DeepPCB annotation line: {raw.strip()!r}") from None
+            raise DatasetError(f"{where}: non-numeric value in a DeepPCB annotation line: {raw.strip()!r}") from None
         if not 1 <= kind <= len(DEEPPCB_CLASS_NAMES):
             raise DatasetError(f"{where}: defect type {kind} outside 1..{len(DEEPPCB_CLASS_NAMES)}")
         if x2 < x1 or y2 < y1:
             raise DatasetError(f"{where}: box corners out of order in {raw.strip()!r}")
+        if x2 == x1 or y2 == y1:
+            raise DatasetError(f"{where}: empty box {raw.strip()!r}")
         boxes.append((kind - 1, x1, y1, x2, y2))
     return tuple(boxes)
 

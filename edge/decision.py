@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edge.errors import ConfigError
-from edge.thresholds import load_thresholds, sidecar_path
+from edge.thresholds import auto_sidecar, load_thresholds
 from edge.verdict import Detection, Detections, Reason, VerdictKind
 
 log = logging.getLogger(__name__)
@@ -101,13 +101,9 @@ def compile_rules(
     source = "config"
     tf = config.thresholds_file
     if tf == "auto":
-        candidate = sidecar_path(model_path) if model_path is not None else None
-        if candidate is not None and candidate.is_file():
-            try:
-                sidecar = dict(load_thresholds(candidate, model_path).thresholds)
-                source = str(candidate)
-            except ConfigError as exc:  # a sidecar left over from another model: do not use it
-                log.warning("ignoring %s: %s", candidate, exc)
+        found = auto_sidecar(model_path)  # a sidecar left over from another model is not used
+        if found is not None:
+            sidecar, source = dict(found[0].thresholds), str(found[1])
     elif tf:
         p = Path(tf)
         if not p.is_absolute() and base_dir is not None:

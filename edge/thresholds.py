@@ -1,10 +1,13 @@
 """The calibrated-thresholds sidecar (`<model>.thresholds.yaml`): format, path and loader.
 
 Written by `edge-inspect calibrate` (edge/training/calibrate.py), read by the decision rules.
+`thresholds_file: auto` (decision rules) and `--thresholds auto` (eval, quantize) both mean
+`auto_sidecar(model)`: the sidecar beside the model when there is one made for that model file.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +19,8 @@ import yaml
 
 from edge.engines.model import model_id_of
 from edge.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def sidecar_path(model_path: Path) -> Path:
@@ -103,3 +108,18 @@ def load_thresholds(path: Path, model_path: Path | None = None, *, check_model_i
         reachable=bool(doc.get("reachable", True)),
         floor=float(floor) if isinstance(floor, (int, float)) else None,
     )
+
+
+def auto_sidecar(model_path: Path | None) -> tuple[Thresholds, Path] | None:
+    """The model's own sidecar and its path, or None where there is none. A sidecar that does
+    not load (made for another model file, malformed) is ignored with a warning naming it."""
+    if model_path is None:
+        return None
+    path = sidecar_path(model_path)
+    if not path.is_file():
+        return None
+    try:
+        return load_thresholds(path, model_path), path
+    except ConfigError as exc:
+        log.warning("ignoring thresholds sidecar %s: %s", path, exc)
+        return None

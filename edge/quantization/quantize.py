@@ -43,6 +43,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from cameras import labels as lbl
 from edge.engines.base import ModelInfo
 from edge.engines.letterbox import Preprocessor
 from edge.engines.model import model_id_of, read_model_info, read_onnx_header
@@ -55,7 +56,6 @@ log = logging.getLogger(__name__)
 PRESETS = ("performance", "mixed")
 DEFAULT_PRESET = "mixed"  # asymmetric activations: YOLO's SiLU outputs are not symmetric around 0
 DEFAULT_CALIB_COUNT = 300
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 _HEAD_DFL = re.compile(r"^(.*/model\.\d+)/dfl/")
 
 
@@ -81,9 +81,9 @@ def calibration_images(folder: Path, count: int = DEFAULT_CALIB_COUNT) -> list[P
         raise DatasetError(f"{folder}: calibration folder does not exist")
     if count < 1:
         raise DatasetError(f"calibration needs at least one image, asked for {count}")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in lbl.IMAGE_SUFFIXES and p.is_file())
     if not files:
-        raise DatasetError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) for calibration")
+        raise DatasetError(f"{folder}: no images ({', '.join(sorted(lbl.IMAGE_SUFFIXES))}) for calibration")
     if len(files) <= count:
         return files
     picks = np.unique(np.linspace(0, len(files) - 1, count).round().astype(np.int64))

@@ -18,13 +18,14 @@ from pathlib import Path
 import cv2
 import yaml
 
+from cameras import labels as lbl
 from edge.engines.model import INPUT_KIND_KEY, REFERENCE_COMPOSITE
 from edge.errors import DatasetError
 from edge.reference import ReferenceAligner, compose, paste_reference
 
 log = logging.getLogger(__name__)
 
-DEEPPCB_CLASSES: tuple[str, ...] = ("open", "short", "mousebite", "spur", "spurious_copper", "pin_hole")
+DEEPPCB_CLASSES = lbl.DEEPPCB_CLASS_NAMES  # one tuple, where the format is parsed
 # Groups held out for validation by default: 200 of the 1,000 pairs, three whole groups.
 DEEPPCB_VAL_GROUPS: tuple[str, ...] = ("group44000", "group50600", "group77000")
 
@@ -87,28 +88,12 @@ class ConvertReport:
 
 
 def parse_deeppcb_annotation(path: Path) -> list[Box]:
-    """Parse a DeepPCB annotation: one `x1 y1 x2 y2 type` per line, type 1..6."""
-    boxes: list[Box] = []
+    """Read a DeepPCB annotation file (`cameras.labels.parse_deeppcb`: `x1 y1 x2 y2 type`, type 1..6)."""
     try:
         text = path.read_text()
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read annotation ({exc})") from exc
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        parts = line.replace(",", " ").split()
-        if not parts:
-            continue
-        if len(parts) != 5:
-            raise DatasetError(f"{path}:{lineno}: expected 'x1 y1 x2 y2 type', got {line!r}")
-        try:
-            x1, y1, x2, y2, t = (int(float(p)) for p in parts)
-        except ValueError as exc:
-            raise DatasetError(f"{path}:{lineno}: non-numeric value in {line!r}") from exc
-        if not 1 <= t <= len(DEEPPCB_CLASSES):
-            raise DatasetError(f"{path}:{lineno}: defect type {t} is outside 1..{len(DEEPPCB_CLASSES)}")
-        if x2 <= x1 or y2 <= y1:
-            raise DatasetError(f"{path}:{lineno}: empty box {line!r}")
-        boxes.append(Box(t - 1, float(x1), float(y1), float(x2), float(y2)))
-    return boxes
+    return [Box(*box) for box in lbl.parse_deeppcb(text, source=str(path))]
 
 
 def load_deeppcb(root: Path, include_templates: bool = True, reference: bool = False) -> list[Sample]:
@@ -123,24 +108,17 @@ def load_deeppcb(root: Path, include_templates: bool = True, reference: bool = F
     if not listing.is_file():
         raise DatasetError(f"{root}: not a DeepPCB folder (no list.txt)")
     samples: list[Sample] = []
-    for lineno, line in enumerate(listing.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            image_rel, ann_rel = line.split()
-        except ValueError as exc:
-            raise DatasetError(f"{listing}:{lineno}: expected '<image> <annotation>'") from exc
-        base = root / "images" / image_rel
-        stem = base.stem  # e.g. 20085000
-        group = Path(image_rel).parts[0]
-        test_img = base.with_name(f"{stem}_test.jpg")
-        temp_img = base.with_name(f"{stem}_temp.jpg")
+    pairs = lbl.parse_deeppcb_list(listing.read_text(), root, source=str(listing))
+    for pair in pairs:
+        test_img, temp_img = pair.test, pair.template
+        stem = test_img.stem.removesuffix("_test")  # e.g. 20085000
+        group = test_img.parent.parent.name  # <group>/<id>/<n>_test.jpg
         if not test_img.is_file():
-            raise DatasetError(f"{listing}:{lineno}: missing image {test_img}")
-        boxes = parse_deeppcb_annotation(root / "annotations" / ann_rel)
+            raise DatasetError(f"{listing}: missing image {test_img}")
+        boxes = parse_deeppcb_annotation(pair.annotation)
         if reference:
             if not temp_img.is_file():
-                raise DatasetError(f"{listing}:{lineno}: missing template {temp_img}")
+                raise DatasetError(f"{listing}: missing template {temp_img}")
             samples.append(Sample(test_img, 640, 640, group, boxes, stem=f"{stem}_test", reference=temp_img))
             if include_templates:
                 good = Sample(test_img, 640, 640, group, [], stem=f"{stem}_good", reference=temp_img, repair=boxes)

@@ -32,18 +32,19 @@ import cv2
 import numpy as np
 import yaml
 
+from cameras import labels as lbl
 from edge.engines.base import Engine, ModelInfo
 from edge.engines.letterbox import Preprocessor
 from edge.engines.yolo import decode
-from edge.errors import DatasetError, EdgeInspectError
+from edge.errors import DatasetError
 from edge.reference import check_input_kind
+from edge.thresholds import auto_sidecar
 from edge.training.calibrate import (
     CalibrationResult,
     CrossFit,
     Thresholds,
     load_thresholds,
     save_thresholds,
-    sidecar_path,
 )
 from edge.training.partmetrics import (
     BoxMetrics,
@@ -57,7 +58,6 @@ from edge.training.runner import class_max_scores, decode_multilabel, open_engin
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 DEFAULT_PART_CONF = 0.25
 DEEPPCB_IOU = np.array([0.33])  # the DeepPCB paper scores a detection right at IoU >= 0.33
 ThresholdSpec = None | str | Path | float | Thresholds | Mapping[str, float]
@@ -102,40 +102,21 @@ def resolve_split(data: Path, split: str = "val") -> SplitData:
         raise DatasetError(f"{images_dir}: cannot derive the labels folder (no 'images' in the path)")
     i = len(parts) - 1 - parts[::-1].index("images")
     labels_dir = Path(*parts[:i], "labels", *parts[i + 1 :])
-    images = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    images = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in lbl.IMAGE_SUFFIXES)
     if not images:
         raise DatasetError(f"{images_dir}: no images")
     return SplitData(images, labels_dir, names, yaml_path if yaml_path.is_file() else data)
 
 
 def read_labels(path: Path, width: int, height: int, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """YOLO `cls cx cy w h` (normalised) -> xyxy boxes in pixels and classes; missing file = no boxes."""
-    if not path.is_file():
+    """A YOLO label file (`cameras.labels.parse_yolo`) as xyxy pixel boxes (float32, clipped to the
+    image) and classes (int64); a missing file is a good part (no boxes)."""
+    text = lbl.read_label_file(path) or ""
+    boxes = lbl.yolo_to_pixels(lbl.parse_yolo(text, source=str(path), num_classes=num_classes), width, height)
+    if not boxes:
         return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
-    rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            c, cx, cy, w, h = line.split()[:5]
-            rows.append((int(c), float(cx), float(cy), float(w), float(h)))
-        except ValueError as exc:
-            raise DatasetError(f"{path}:{lineno}: expected 'cls cx cy w h', got {line!r}") from exc
-        if not 0 <= rows[-1][0] < num_classes:
-            raise DatasetError(f"{path}:{lineno}: class {rows[-1][0]} outside 0..{num_classes - 1}")
-    if not rows:
-        return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
-    a = np.array(rows, np.float64)
-    boxes = np.stack(
-        [
-            (a[:, 1] - a[:, 3] / 2) * width,
-            (a[:, 2] - a[:, 4] / 2) * height,
-            (a[:, 1] + a[:, 3] / 2) * width,
-            (a[:, 2] + a[:, 4] / 2) * height,
-        ],
-        axis=1,
-    )
-    return boxes.astype(np.float32), a[:, 0].astype(np.int64)
+    a = np.array(boxes, np.float64)
+    return a[:, 1:].astype(np.float32), a[:, 0].astype(np.int64)
 
 
 @dataclass
@@ -224,12 +205,9 @@ def resolve_thresholds(
     if isinstance(spec, Mapping):
         return Thresholds("", 0.0, dict(spec)).vector(names), "given"
     if spec is None or spec == "auto":
-        side = sidecar_path(model)
-        if side.is_file():
-            try:
-                return load_thresholds(side, model).vector(names), str(side)
-            except EdgeInspectError as exc:
-                log.warning("ignoring thresholds sidecar %s: %s", side, exc)
+        found = auto_sidecar(model)
+        if found is not None:
+            return found[0].vector(names), str(found[1])
         return np.full(len(names), default_conf), f"single threshold {default_conf}"
     if spec == "none":
         return np.full(len(names), default_conf), f"single threshold {default_conf}"

@@ -88,7 +88,14 @@ def test_parse_deeppcb_maps_type_1_to_6_onto_class_0_to_5() -> None:
 
 @pytest.mark.parametrize(
     "line, message",
-    [("1 2 3 4 0", "outside 1..6"), ("1 2 3 4 7", "outside 1..6"), ("1 2 3 4", "expected"), ("9 2 3 4 1", "order")],
+    [
+        ("1 2 3 4 0", "outside 1..6"),
+        ("1 2 3 4 7", "outside 1..6"),
+        ("1 2 3 4", "expected"),
+        ("9 2 3 4 1", "order"),
+        ("5 5 5 9 1", "empty box"),
+        ("a b c d e", "non-numeric"),
+    ],
 )
 def test_parse_deeppcb_rejects_bad_lines(line: str, message: str) -> None:
     with pytest.raises(DatasetError, match=message) as err:

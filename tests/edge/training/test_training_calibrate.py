@@ -178,6 +178,37 @@ def test_sidecar_model_id_mismatch(model_file: Path) -> None:
     assert load_thresholds(path).data == {"description": "toy"}
 
 
+def test_auto_sidecar_is_the_models_own_or_none(model_file: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`auto` (decision rules, eval, quantize): the sidecar beside the model when made for it."""
+    from edge.decision import DecisionConfig, compile_rules
+    from edge.thresholds import auto_sidecar
+    from edge.training.evaluate import resolve_thresholds
+
+    assert auto_sidecar(model_file) is None and auto_sidecar(None) is None
+    m, d = toy()
+    res = calibrate(m, d, floor=0.05)
+    path = sidecar_path(model_file)
+    save_thresholds(path, model_id=model_file_id(model_file), names=["a", "b"], result=res, data="toy")
+    found = auto_sidecar(model_file)
+    assert found is not None and found[1] == path
+    assert found[0].vector(["a", "b"]).tolist() == pytest.approx(res.thresholds.tolist(), abs=1e-6)
+    # the service's rules and eval take the same thresholds from it
+    rules = compile_rules(DecisionConfig(min_confidence=0.9), ["a", "b"], model_file)
+    assert rules.min_conf.tolist() == pytest.approx(res.thresholds.tolist(), abs=1e-6)
+    vector, source = resolve_thresholds("auto", model_file, ["a", "b"], 0.9)
+    assert source == str(path) and vector.tolist() == pytest.approx(res.thresholds.tolist(), abs=1e-6)
+
+    model_file.write_bytes(b"a retrained model")  # the sidecar is another model's now: ignored, said so
+    with caplog.at_level("WARNING", logger="edge.thresholds"):
+        assert auto_sidecar(model_file) is None
+    assert "ignoring thresholds sidecar" in caplog.text and "recalibrate" in caplog.text
+    assert (
+        compile_rules(DecisionConfig(min_confidence=0.9), ["a", "b"], model_file).min_conf.tolist()
+        == [pytest.approx(0.9)] * 2
+    )
+    assert resolve_thresholds("auto", model_file, ["a", "b"], 0.9)[1] == "single threshold 0.9"
+
+
 @pytest.mark.parametrize(
     ("text", "match"),
     [

@@ -131,6 +131,20 @@ def test_deeppcb_errors(tmp_path: Path) -> None:
             parse_deeppcb_annotation(bad)
 
 
+def test_deeppcb_annotation_is_parsed_as_replay_parses_it(tmp_path: Path) -> None:
+    """One DeepPCB parser (cameras.labels.parse_deeppcb) for conversion and the replay camera."""
+    from cameras.labels import DEEPPCB_CLASS_NAMES, parse_deeppcb
+
+    text = "409,394,435,422,3\n\n10 20 50 60 1\n"
+    (tmp_path / "a.txt").write_text(text)
+    boxes = parse_deeppcb_annotation(tmp_path / "a.txt")
+    assert [(b.cls, b.x1, b.y1, b.x2, b.y2) for b in boxes] == list(parse_deeppcb(text))
+    assert [b.cls for b in boxes] == [2, 0]
+    assert DEEPPCB_CLASSES is DEEPPCB_CLASS_NAMES
+    with pytest.raises(DatasetError, match="cannot read"):
+        parse_deeppcb_annotation(tmp_path / "missing.txt")
+
+
 def _voc_xml(filename: str, objects: list[tuple[str, int, int, int, int]], size: tuple[int, int]) -> str:
     objs = "".join(
         f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin><xmax>{c}</xmax>"

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
+from cameras import labels
 from edge.errors import ConfigError, DatasetError
 from edge.training.calibrate import calibrate, load_thresholds, save_thresholds, sidecar_path
 from edge.training.cli import add_commands
@@ -167,8 +168,21 @@ def test_resolve_split_and_labels(tiny_data: Path, tmp_path: Path) -> None:
     assert cls.tolist() == [2]
     assert read_labels(tmp_path / "missing.txt", 10, 10, 6)[0].shape == (0, 4)
     lbl.write_text("9 0.5 0.5 0.1 0.1\n")
-    with pytest.raises(DatasetError, match="outside"):
+    with pytest.raises(DatasetError, match="x.txt:1: class 9 out of range"):
         read_labels(lbl, 10, 10, 6)
+
+
+def test_eval_reads_labels_as_replay_does(tmp_path: Path) -> None:
+    """One YOLO parser: a segmentation polygon is its bounding box and a `#` comment is skipped,
+    in eval exactly as in the replay camera (cameras.labels); eval once read the polygon's first
+    four numbers as a box and raised on the comment."""
+    label = tmp_path / "p.txt"
+    label.write_text("# defects of board 7\n1 0.1 0.2 0.5 0.2 0.3 0.6  # a polygon\n\n0 0.5 0.5 0.2 0.2\n")
+    boxes, cls = read_labels(label, 100, 200, 6)
+    assert cls.tolist() == [1, 0]
+    np.testing.assert_allclose(boxes, [[10, 40, 50, 120], [40, 80, 60, 120]], atol=1e-4)
+    replay = labels.yolo_to_pixels(labels.parse_yolo(label.read_text()), 100, 200)
+    np.testing.assert_allclose(boxes, np.array([b[1:] for b in replay], np.float32))
 
 
 def test_cli_eval_and_calibrate(
