@@ -49,14 +49,37 @@ class StatusLine:
         self._emit(final=True)
 
 
-def _setup_logging(level: str, quiet_status: bool) -> None:
+def _setup_logging(level: str, quiet_status: bool, redactor: Any = None) -> None:
+    from edge.redact import Redactor, install_logging
+
     logging.basicConfig(
         level=getattr(logging, level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    install_logging(redactor or Redactor())  # every log line: env secrets, URL passwords, secret keys
     if quiet_status:
         logging.getLogger("edge.verdicts").setLevel(logging.WARNING)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of frames, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value}); leave --frames out to run until stopped")
+    return value
+
+
+def _preflight(cfg: Any) -> None:
+    """Refuse, before the model loads, what `config check` refuses (same messages)."""
+    from edge.preflight import preflight
+
+    problems = preflight(cfg)
+    if problems:
+        where = cfg.path if cfg.path is not None else "config"
+        raise ConfigError(f"{where}: {len(problems)} error(s)\n  " + "\n  ".join(problems), problems)
 
 
 def _run_service(cfg: Any, max_frames: int | None, summary_json: Path | None, show_status: bool) -> int:
@@ -64,6 +87,10 @@ def _run_service(cfg: Any, max_frames: int | None, summary_json: Path | None, sh
     from edge.sdnotify import ServiceWatchdog
 
     watchdog = ServiceWatchdog()  # under systemd (Type=notify): READY, STATUS, WATCHDOG; else a no-op
+    from edge.redact import Redactor
+
+    redactor = Redactor(getattr(cfg, "secrets", ()))
+    _preflight(cfg)
     watchdog.status("loading the model, opening the cameras")
     service = build_service(cfg, max_frames=max_frames)
     stop_requested = threading.Event()
@@ -71,7 +98,9 @@ def _run_service(cfg: Any, max_frames: int | None, summary_json: Path | None, sh
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop_requested.set()
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    # SIGHUP (terminal closed, `systemctl kill -s HUP`) drains like SIGTERM: no verdict is cut off
+    stops = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
+    previous = {s: signal.signal(s, on_signal) for s in stops}
     status = StatusLine(service.pipeline.stats.status_line, sys.stderr) if show_status else None
     try:
         service.start(serve_metrics=True, config=cfg)
@@ -88,6 +117,7 @@ def _run_service(cfg: Any, max_frames: int | None, summary_json: Path | None, sh
         for s, h in previous.items():
             signal.signal(s, h)
     summary["config_version"] = cfg.config_version
+    summary = redactor.redact_obj(summary)
     text = json.dumps(summary, indent=2)
     if summary_json is not None:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
@@ -104,9 +134,11 @@ def _run_service(cfg: Any, max_frames: int | None, summary_json: Path | None, sh
 
 def cmd_run(args: argparse.Namespace) -> int:
     from edge.config import load_config
+    from edge.redact import Redactor
 
     cfg = load_config(args.config)
-    _setup_logging(args.log_level or cfg.app.log_level, quiet_status=False)
+    args.redactor = Redactor(cfg.secrets)
+    _setup_logging(args.log_level or cfg.app.log_level, quiet_status=False, redactor=args.redactor)
     return _run_service(cfg, args.frames, args.summary_json, show_status=not args.no_status)
 
 
@@ -127,12 +159,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     from edge.config import load_config
+    from edge.preflight import preflight
+    from edge.redact import Redactor
 
     try:
         cfg = load_config(args.file)
     except ConfigError as exc:
         print(f"{args.file}: {len(exc.errors)} error(s)", file=sys.stderr)
         for e in exc.errors:
+            print(f"  {e}", file=sys.stderr)
+        return 2
+    # everything `run` checks before opening the cameras and loading the runtime, same messages
+    problems = [Redactor(cfg.secrets).redact(p) for p in preflight(cfg)]
+    if problems:
+        print(f"{args.file}: {len(problems)} error(s)", file=sys.stderr)
+        for e in problems:
             print(f"  {e}", file=sys.stderr)
         return 2
     print(
@@ -160,14 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the service from a config file")
     run.add_argument("-c", "--config", type=Path, required=True)
-    run.add_argument("--frames", type=int, default=None, help="stop after N frames")
+    run.add_argument("--frames", type=_positive_int, default=None, help="stop after N frames (N >= 1)")
     run.add_argument("--summary-json", type=Path, default=None)
     run.add_argument("--no-status", action="store_true", help="no live status line")
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="run the whole pipeline on bundled PCB images and the shipped model")
-    demo.add_argument("--frames", type=int, default=None, help="stop after N frames (default: until Ctrl-C)")
-    demo.add_argument("--headless", action="store_true", help="no interactive view (status line only)")
+    demo.add_argument(
+        "--frames", type=_positive_int, default=None, help="stop after N frames (default: until Ctrl-C)"
+    )
     demo.add_argument("--summary-json", type=Path, default=None)
     demo.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for verdicts.jsonl")
     demo.add_argument("--engine", default="auto", help="engine type (auto, onnxruntime, openvino, ...)")
@@ -200,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _redacted(args: argparse.Namespace, text: str) -> str:
+    from edge.redact import Redactor
+
+    redactor = getattr(args, "redactor", None) or Redactor()
+    return str(redactor.redact(text))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -208,10 +257,10 @@ def main(argv: list[str] | None = None) -> int:
         return rc
     except ConfigError as exc:
         lines = [str(exc).splitlines()[0], *exc.errors] if len(exc.errors) > 1 else [str(exc)]
-        print("\n  ".join(lines), file=sys.stderr)
+        print(_redacted(args, "\n  ".join(lines)), file=sys.stderr)
         return 2
     except EdgeInspectError as exc:
-        print(f"edge-inspect: {exc}", file=sys.stderr)
+        print(_redacted(args, f"edge-inspect: {exc}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

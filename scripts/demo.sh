@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 if [ $# -eq 0 ]; then
-  set -- --frames 300 --headless --summary-json demo-out/summary.json
+  set -- --frames 300 --summary-json demo-out/summary.json
 fi
 exec .venv/bin/edge-inspect demo "$@"

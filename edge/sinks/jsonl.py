@@ -45,6 +45,21 @@ class JsonlSinkConfig(DurableSinkConfigBase):
         1.0, gt=0, description="How often to check the file was rotated away (renamed or deleted) and reopen it."
     )
 
+    def target(self, base_dir: Path) -> Path:
+        p = Path(self.path).expanduser()
+        return p if p.is_absolute() else base_dir / p
+
+    def preflight(self, base_dir: Path) -> list[str]:
+        """What would stop this sink at start (`config check` and `run` both ask)."""
+        out = []
+        problem = writable_problem(self.target(base_dir))
+        if problem is not None:
+            out.append(f"jsonl sink {self.name or 'jsonl'}: {problem}")
+        journal = self.journal_path(base_dir)
+        if journal is not None and (problem := writable_problem(journal)) is not None:
+            out.append(f"jsonl sink {self.name or 'jsonl'}: journal: {problem}")
+        return out
+
     def build(self, base_dir: Path) -> JsonlSink:
         p = Path(self.path).expanduser()
         return JsonlSink(
