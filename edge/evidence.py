@@ -47,7 +47,9 @@ class EvidenceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(False, description="Keep images of REJECT and FAILSAFE verdicts (and sampled PASS).")
-    dir: str = Field("evidence", description="Folder for the evidence files (relative to the config file).")
+    dir: str | None = Field(
+        None, description="Folder for the evidence files (relative to the config file); default: <state_dir>/evidence."
+    )
     pass_sample: float = Field(0.0, ge=0, le=1, description="Fraction of PASS verdicts whose image is kept too.")
     format: Literal["jpg", "png"] = Field("jpg", description="Image format of the evidence files.")
     jpeg_quality: int = Field(90, ge=30, le=100)
@@ -64,7 +66,9 @@ class EvidenceConfig(BaseModel):
         512.0, ge=0, description="Delete the oldest evidence while the disk has less free space than this."
     )
 
-    def resolve_dir(self, base_dir: Path) -> Path:
+    def resolve_dir(self, base_dir: Path, state_dir: Path | None = None) -> Path:
+        if self.dir is None:
+            return (state_dir if state_dir is not None else Path(base_dir) / "state") / "evidence"
         p = Path(self.dir).expanduser()
         return p if p.is_absolute() else Path(base_dir) / p
 

@@ -12,8 +12,11 @@ class AuditConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(False, description="Keep the audit trail (every verdict and every API change).")
-    path: str = Field("audit/audit.db", description="SQLite database file (relative to the config file's folder).")
+    enabled: bool = Field(True, description="Keep the audit trail (every verdict and every API change).")
+    path: str | None = Field(
+        None,
+        description="SQLite database file (relative to the config file's folder); default: <state_dir>/audit.sqlite.",
+    )
     retention_days: float = Field(
         365.0, gt=0, description="Verdict rows older than this are deleted (API changes are kept)."
     )
@@ -25,6 +28,8 @@ class AuditConfig(BaseModel):
     )
     batch_size: int = Field(512, ge=1, le=10000, description="Most verdict rows written per transaction.")
 
-    def resolve_path(self, base_dir: Path) -> Path:
+    def resolve_path(self, base_dir: Path, state_dir: Path | None = None) -> Path:
+        if self.path is None:
+            return (state_dir if state_dir is not None else Path(base_dir) / "state") / "audit.sqlite"
         p = Path(self.path).expanduser()
         return p if p.is_absolute() else Path(base_dir) / p
