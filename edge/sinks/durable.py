@@ -7,7 +7,8 @@
 `deliver(entries)` blocks until the far side has taken the entries (or some leading part of
 them: it returns how many) and raises `TransientSinkError` when it cannot now (broker down,
 disk full: retried with back-off, the backlog grows on disk, `live` is False) or
-`PermanentSinkError` when it never will (those entries are dropped, counted and logged).
+`PermanentSinkError` when it never will (the writer then delivers one entry at a time until
+the refused one is found; only that one is dropped, counted and logged).
 Entries from an earlier run of the service are delivered first, flagged `replayed`; entries past
 the journal's age or size bound are dropped as `expired`, counted and logged. At close the
 writer journals everything still queued and keeps delivering until the timeout; what is left
@@ -180,6 +181,7 @@ class DurableSink:
         backoff = 0.0
         retry_at = 0.0
         stopping = False
+        isolate = False  # after a permanent refusal of a batch: one entry at a time to find it
         try:
             while True:
                 stopping = self._drain_into(journal, block_s=self._idle_wait(retry_at)) or stopping
@@ -200,10 +202,13 @@ class DurableSink:
                     if stopping:
                         time.sleep(min(0.05, max(0.0, retry_at - now)))
                     continue
-                entries = journal.pending(self.cfg.batch_size)
+                entries = journal.pending(1 if isolate else self.cfg.batch_size)
                 try:
                     taken = self.deliver(entries)
                 except PermanentSinkError as exc:
+                    if len(entries) > 1:  # find the entry refused: deliver one at a time for a while
+                        isolate = True
+                        continue
                     self._drop(journal, entries, exc)
                     continue
                 except Exception as exc:  # TransientSinkError and anything unexpected: keep, retry later
@@ -214,6 +219,7 @@ class DurableSink:
                 n = len(entries) if taken is None else max(0, min(int(taken), len(entries)))
                 self._delivered(journal, entries[:n])
                 backoff = 0.0
+                isolate = isolate and n == 0
         except Exception:
             log.exception("sink %s: journal writer stopped", self.name)
             self.counters.error("journal writer stopped")
