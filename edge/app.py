@@ -32,6 +32,7 @@ from edge.metrics import PipelineMetrics
 from edge.pipeline import Pipeline
 from edge.sinks.base import bind_sink
 from edge.snapshot import EngineInfo, ServiceSnapshot
+from edge.web.surface import OperatorSurface
 
 log = logging.getLogger(__name__)
 
@@ -262,10 +263,13 @@ def build_service(cfg: LoadedConfig, max_frames: int | None = None) -> Service:
         inspector = _inspector(cfg, engine, info, rules, references)
         cameras = [c.build(cfg.base_dir) for c in cfg.cameras]
         sinks = [s.build(cfg.base_dir) for s in cfg.sinks]
+        surface = OperatorSurface.from_config(cfg)  # audit (a sink), evidence, web: edge.web.surface
+        sinks += surface.sinks()
     except Exception:
         engine.close()
         raise
     metrics = PipelineMetrics([c.name for c in cameras], [s.name for s in sinks])
+    surface.registry = metrics.registry
     reconnect = {c.name: (c.reconnect_initial_s, c.reconnect_max_s) for c in cfg.cameras}
     pipeline = Pipeline(
         cameras,
@@ -279,4 +283,7 @@ def build_service(cfg: LoadedConfig, max_frames: int | None = None) -> Service:
         frame_check=_frame_checks(cfg),
     )
     control = ServiceControl(cfg, pipeline, EngineHolder(cfg, _recipe_loader(cfg)), rules, references)
-    return Service(pipeline, engine, info, rules, metrics, config=cfg, control=control)
+    service = Service(pipeline, engine, info, rules, metrics, config=cfg, control=control)
+    if surface.enabled:
+        service.components.append(surface)
+    return service

@@ -18,11 +18,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from edge.audit.config import AuditConfig
 from edge.decision import DecisionConfig
 from edge.errors import ConfigError
+from edge.evidence import EvidenceConfig
 from edge.metrics import MetricsConfig
 from edge.redact import Redactor, is_secret_key
 from edge.registry import Registry, camera_registry, engine_registry, sink_registry
+from edge.web.config import WebConfig
 
 PathKey = tuple[str | int, ...]
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -138,6 +141,9 @@ class AppConfig(BaseModel):
         default_factory=lambda: [{"type": "log"}], description="Where verdicts go (default: the log)."
     )
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus endpoint.")
+    audit: AuditConfig = Field(default_factory=AuditConfig, description="The audit trail (SQLite, WAL).")
+    evidence: EvidenceConfig = Field(default_factory=EvidenceConfig, description="Reject images kept on disk.")
+    web: WebConfig = Field(default_factory=WebConfig, description="Status page and HTTP API.")
     reference_align: ReferenceAlignConfig = Field(
         default_factory=ReferenceAlignConfig, description="Golden-reference models: shift correction."
     )

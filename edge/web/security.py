@@ -5,7 +5,6 @@ from __future__ import annotations
 import hmac
 import json
 import re
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -99,24 +98,3 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     pass
-
-
-SECRET_KEY = re.compile(r"(pass(word|wd|phrase)?|secret|token|api[_-]?key|private[_-]?key|credential)", re.I)
-_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.I)
-
-
-def redact(value: Any, key: str = "", secrets: tuple[str, ...] = ()) -> Any:
-    """A copy of a config mapping with secrets replaced: values under keys that name one, values
-    taken from the environment (`secrets`), and the user info of URLs."""
-    if isinstance(value, dict):
-        return {k: redact(v, str(k), secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v, key, secrets) for v in value]
-    if SECRET_KEY.search(key) and value not in (None, "", False) and not key.endswith(("_env", "_file")):
-        return "***"
-    if isinstance(value, str):
-        for s in secrets:
-            if len(s) >= 4:
-                value = value.replace(s, "***")
-        return _USERINFO.sub(lambda m: m.group("scheme") + "***@", value)
-    return value

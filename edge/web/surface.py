@@ -18,10 +18,11 @@ from edge.audit.config import AuditConfig
 from edge.audit.sink import AuditSink
 from edge.audit.store import AuditStore
 from edge.evidence import EvidenceConfig, EvidenceRecorder
+from edge.redact import Redactor
 from edge.web.config import WebConfig
 from edge.web.deps import WebDeps
 from edge.web.feed import LiveFeed
-from edge.web.security import TokenCheck, redact
+from edge.web.security import TokenCheck
 from edge.web.server import WebServer
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class OperatorSurface:
     ) -> None:
         self.web_config = web
         self.registry = registry
-        self._running_config = redact(running_config or {}, secrets=tuple(secrets))
+        self._running_config = Redactor(secrets).redact_obj(running_config or {})
         self._env = os.environ if env is None else env
         path = audit.resolve_path(base_dir, state_dir)
         self.store = AuditStore(path, audit.retention_days, audit.max_rows) if audit.enabled else None

@@ -158,22 +158,50 @@ def test_changes_are_recorded_with_before_and_after(store: AuditStore) -> None:
 def test_sink_writes_every_submitted_verdict_in_batches(tmp_path: Path) -> None:
     cfg = AuditConfig(enabled=True, path="x/audit.db", batch_size=64)
     store = AuditStore(cfg.resolve_path(tmp_path))
-    sink = AuditSink(store, batch_size=cfg.batch_size)
+    sink = AuditSink(store, batch_size=cfg.batch_size, journal_path=tmp_path / "journal" / "audit.sqlite")
     sink.start()
     vs = [make_verdict(i, wall_ns=time.time_ns()) for i in range(1000)]
     for v in vs:
         assert sink.submit(v)
-    sink.close()
+    sink.close(timeout=30)
     assert store.result_ids() == {v.result_id for v in vs}
     h = sink.health()
+    assert h["kind"] == "durable"
     assert h["submitted"] == h["written"] == 1000 and h["dropped"] == 0 and h["errors"] == 0
+    assert h["backlog"] == 0
     assert (tmp_path / "x" / "audit.db").is_file()
+    store.close()
+
+
+def test_sink_keeps_verdicts_in_its_journal_while_the_audit_file_is_unwritable(tmp_path: Path) -> None:
+    store = AuditStore(tmp_path / "blocked" / "audit.db")
+    (tmp_path / "blocked").write_text("a file where the folder should be")  # the store cannot open
+    sink = AuditSink(store, journal_path=tmp_path / "j.sqlite")
+    sink.start()
+    vs = [make_verdict(i, wall_ns=time.time_ns()) for i in range(20)]
+    for v in vs:
+        sink.submit(v)
+    deadline = time.monotonic() + 30
+    while sink.health()["errors"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sink.health()["live"] is False and sink.health()["written"] == 0
+    sink.close(timeout=1)
+    # the next start (the folder is usable again) delivers what waited in the journal
+    (tmp_path / "blocked").unlink()
+    again = AuditSink(store, journal_path=tmp_path / "j.sqlite")
+    again.start()
+    deadline = time.monotonic() + 30
+    while again.health()["written"] < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    again.close(timeout=10)
+    assert store.result_ids() == {v.result_id for v in vs}
+    assert again.health()["replayed"] == 20
     store.close()
 
 
 def test_sink_full_queue_drops_and_counts_without_blocking(tmp_path: Path) -> None:
     store = AuditStore(tmp_path / "q.db")
-    sink = AuditSink(store, queue_size=16)  # not started: nothing drains the queue
+    sink = AuditSink(store, queue_size=16, journal_path=tmp_path / "j.sqlite")  # not started: nothing drains
     t = time.monotonic()
     results = [sink.submit(make_verdict(i)) for i in range(40)]
     assert time.monotonic() - t < 1.0
