@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cameras.base import Camera, Frame
-from edge.errors import CameraError, CameraLostError, CameraNodeError
+from edge.errors import CameraError, CameraFatalError, CameraLostError
 from edge.metrics import PipelineMetrics
 from edge.ring import Ring
 from edge.stats import PipelineStats
@@ -133,7 +133,7 @@ class CameraSupervisor:
                 self.metrics.connected.labels(cam.name).set(1)
                 backoff = initial
                 ended = self._stream()
-            except CameraNodeError as exc:  # a configuration the device refuses: retrying won't help
+            except CameraFatalError as exc:  # refused settings, a source that can never play: retrying won't help
                 log.error("camera %s cannot be configured: %s", cam.name, exc)
                 state.update(last_error=str(exc), fatal=str(exc))
                 ended = True
