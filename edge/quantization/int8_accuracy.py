@@ -77,11 +77,13 @@ def compare_accuracy(
     cross-fitted over the image groups `group_pattern` names (default: `dataset convert`'s prefix).
     `thresholds_out` writes the INT8 model's own thresholds there (needs the FP32 sidecar).
     """
-    from edge.thresholds import load_thresholds, sidecar_path
-    from edge.training.evaluate import evaluate, resolve_thresholds
+    from edge.thresholds import auto_sidecar
+    from edge.training.evaluate import evaluate
 
     names = read_model_info(Path(fp32_model)).names
-    thr, source = resolve_thresholds(None, Path(fp32_model), names, part_conf)
+    found = auto_sidecar(Path(fp32_model))
+    thr = found[0].vector(names) if found else np.full(len(names), part_conf)
+    source = str(found[1]) if found else f"single threshold {part_conf}"
     thresholds = {n: float(t) for n, t in zip(names, thr, strict=True)}
     results = {
         key: evaluate(Path(path), Path(data), split, thresholds=thresholds, threads=threads, runtime="openvino")
@@ -101,13 +103,12 @@ def compare_accuracy(
         "delta": delta,
         "part_recall_unchanged": int8["part_recall"] >= fp32["part_recall"],
     }
-    side = sidecar_path(Path(fp32_model))
-    if source != str(side):
+    if found is None:
         doc["own_thresholds"] = None
         if thresholds_out is not None:
-            log.warning("no INT8 thresholds written: the FP32 model has no thresholds sidecar (%s) to mirror", side)
+            log.warning("no INT8 thresholds written: the FP32 model %s has no thresholds sidecar to mirror", fp32_model)
         return doc
-    parent = load_thresholds(side, Path(fp32_model))
+    parent = found[0]
     try:
         doc["own_thresholds"] = own_thresholds(
             results["fp32"], results["int8"], parent, group_pattern=group_pattern, out=thresholds_out

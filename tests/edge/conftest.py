@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import glob
+import subprocess
+import sys
 import tracemalloc
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -183,3 +185,44 @@ def pcb_test_images() -> list[Path]:
         pytest.skip(f"DeepPCB images not found under {DEEPPCB_IMAGES}")
     step = max(1, len(files) // 4)
     return [Path(f) for f in files[::step][:4]]
+
+
+_BLOCKER = """
+import sys
+
+BLOCKED = {blocked!r}
+ATTEMPTED = []  # every import of a blocked package tried, even one whose ImportError was caught
+
+
+class _Blocked:
+    '''Refuses the blocked top-level packages as if they were not installed.'''
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            ATTEMPTED.append(name)
+            raise ImportError(f"{{name}} is blocked by the test (as if not installed)")
+        return None
+
+
+sys.meta_path.insert(0, _Blocked())
+"""
+
+
+def run_without_modules(code: str, blocked: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh interpreter where importing any of the `blocked` top-level packages
+    raises ImportError (whether or not they are installed here); then check that none of them was
+    imported. `code` sees `ATTEMPTED`, the blocked imports tried so far (a guarded
+    `try: import torch` counts). Raises AssertionError with the child's output when it fails."""
+    check = "\nassert not [m for m in sys.modules if m.split('.')[0] in BLOCKED], 'a blocked module was imported'\n"
+    script = _BLOCKER.format(blocked=tuple(blocked)) + code + check
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def without_modules() -> Callable[[str, Sequence[str]], subprocess.CompletedProcess[str]]:
+    """`run(code, blocked)`: `code` in a fresh interpreter where the `blocked` packages cannot be imported."""
+    return lambda code, blocked: run_without_modules(code, blocked, REPO)

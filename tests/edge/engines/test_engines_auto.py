@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,14 +94,70 @@ def test_no_usable_runtime(
         AutoEngineConfig(model="missing.onnx", cache_file=str(tmp_path / "c.json")).build(tmp_path)
 
 
-def test_tensorrt_preferred_when_present(
-    tiny_model: TinyModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, probes: list[Any]
-) -> None:
-    """With TensorRT 'installed' and a GPU 'present' but failing to load, auto falls back to CPU."""
-    monkeypatch.setattr(auto, "cuda_gpu_present", lambda: True)
+class _TensorRtStandIn:
+    """What `_load` returns for TensorRT here (no GPU on this host): only its identity matters."""
+
+    runtime = "tensorrt"
+
+    def load(self) -> None:  # already loaded: build_engine's load() is a no-op
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class LoadLog:
+    """The runtimes the auto engine tried to load, in order; whether TensorRT's load succeeds."""
+
+    tried: list[str] = field(default_factory=list)
+    trt_loads: bool = False
+
+
+@pytest.fixture
+def loads(monkeypatch: pytest.MonkeyPatch) -> LoadLog:
+    """Records every load the auto engine tries (TensorRT's succeeds where `trt_loads` is set)."""
+    log = LoadLog()
+    real = auto._load
+
+    def recording(config: AutoEngineConfig, runtime: str, base_dir: Path) -> Engine:
+        log.tried.append(runtime)
+        if runtime == "tensorrt" and log.trt_loads:
+            return _TensorRtStandIn()  # type: ignore[return-value]
+        return real(config, runtime, base_dir)
+
+    monkeypatch.setattr(auto, "_load", recording)
     monkeypatch.setattr(auto, "runtime_installed", lambda runtime: True)
+    return log
+
+
+@pytest.mark.parametrize("trt_loads", [True, False], ids=["tensorrt-loads", "tensorrt-fails"])
+def test_tensorrt_preferred_with_a_gpu(
+    tiny_model: TinyModel,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    probes: list[Any],
+    loads: LoadLog,
+    trt_loads: bool,
+) -> None:
+    """With TensorRT installed and a GPU present, TensorRT is tried first and taken without probing;
+    if it fails to load, the CPU runtimes are probed as usual."""
+    monkeypatch.setattr(auto, "cuda_gpu_present", lambda: True)
+    loads.trt_loads = trt_loads
     engine = build_engine(config(tiny_model(), tmp_path / "c.json"), tmp_path)
-    assert engine.runtime in ("openvino", "onnxruntime") and len(probes) == 1
+    assert loads.tried[0] == "tensorrt"
+    if trt_loads:
+        assert isinstance(engine, _TensorRtStandIn) and loads.tried == ["tensorrt"] and probes == []
+        assert not (tmp_path / "c.json").exists(), "a TensorRT choice is not a probed one: nothing cached"
+    else:  # really fails here: TensorRT is not installed on this host
+        assert engine.runtime in ("openvino", "onnxruntime") and len(probes) == 1
+        assert sorted(loads.tried[1:]) == ["onnxruntime", "openvino"]
+    engine.close()
+
+
+def test_no_gpu_never_tries_tensorrt(tiny_model: TinyModel, tmp_path: Path, probes: list[Any], loads: LoadLog) -> None:
+    engine = build_engine(config(tiny_model(), tmp_path / "c.json"), tmp_path)  # `probes`: no GPU
+    assert "tensorrt" not in loads.tried and engine.runtime in ("openvino", "onnxruntime")
     engine.close()
 
 
