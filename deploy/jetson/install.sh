@@ -180,11 +180,13 @@ fi
 # The payload: the package sources and what the service reads (no tests, no training weights).
 PAYLOAD=(pyproject.toml README.md edge cameras plc models deploy)
 payload_files() {  # NUL-separated, sorted, relative to $1
+  # no bytecode, training weights, or run-time state a checkout may hold (sqlite journals)
   (cd "$1" && find "${PAYLOAD[@]}" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' \
-    ! -name '*.pt' ! -name '*.ckpt' -print0 2>/dev/null | sort -z)
+    ! -name '*.pt' ! -name '*.ckpt' ! -path '*/state/*' ! -name '*.sqlite*' \
+    -print0 2>/dev/null | sort -z)
 }
-payload_digest() {
-  (cd "$1" && payload_files . | xargs -0 -r sha256sum | sha256sum | cut -c1-16)
+payload_digest() {  # a file that vanishes while hashing (a checkout in use) is simply left out
+  (cd "$1" && payload_files . | { xargs -0 -r sha256sum 2>/dev/null || true; } | sha256sum | cut -c1-16)
 }
 say "code in $OPT"
 if ! skipped code; then
@@ -203,7 +205,7 @@ if ! skipped code; then
       done
       printf '  + (cd %s && tar -c <payload>) | tar -x -C %s\n' "$SRC" "$OPT"
       if [ "$DRY_RUN" = 0 ]; then
-        payload_files "$SRC" | tar -C "$SRC" --null -T - -cf - | tar -C "$OPT" -xf -
+        payload_files "$SRC" | tar -C "$SRC" --null --ignore-failed-read -T - -cf - | tar -C "$OPT" -xf -
         echo "$want" > "$OPT/.payload"
       fi
       CHANGED=1
