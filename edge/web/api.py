@@ -224,8 +224,10 @@ def build_api(deps: WebDeps) -> APIRouter:
         )
 
     # -- writes -----------------------------------------------------------------------------------
+    write_decision, write_recipe, write_mode = writer("decision"), writer("recipe"), writer("mode")
+
     @api.put("/decision", summary="Change the decision rules (validated, swapped in atomically, audited)")
-    async def put_decision(section: DecisionConfig, who: Annotated[str, Depends(writer("decision"))]) -> dict[str, Any]:
+    async def put_decision(section: DecisionConfig, who: str = Depends(write_decision)) -> dict[str, Any]:
         c = control()
         current = c.decision()
         body = section.model_dump(mode="json")
@@ -235,14 +237,14 @@ def build_api(deps: WebDeps) -> APIRouter:
         return {"applied": applied, "before": current, "by": who}
 
     @api.post("/decision/revert", summary="Back to the rules in force before the last change (audited)")
-    async def revert_decision(who: Annotated[str, Depends(writer("decision"))]) -> dict[str, Any]:
+    async def revert_decision(who: str = Depends(write_decision)) -> dict[str, Any]:
         c = control()
         current = c.decision()
         applied = await change(lambda: c.revert_decision(who))
         return {"applied": applied, "before": current, "by": who}
 
     @api.put("/recipe", summary="Switch to another configured recipe (model loaded off the hot path)")
-    async def put_recipe(body: RecipeChange, who: Annotated[str, Depends(writer("recipe"))]) -> dict[str, Any]:
+    async def put_recipe(body: RecipeChange, who: str = Depends(write_recipe)) -> dict[str, Any]:
         c = control()
         if body.name not in c.recipes():
             _refused(deps, who, "recipe", c.active_recipe(), body.name, f"unknown recipe {body.name!r}", 404)
@@ -250,7 +252,7 @@ def build_api(deps: WebDeps) -> APIRouter:
         return {"active": active, "by": who}
 
     @api.put("/mode", summary="Run, halt (every frame FAILSAFE `halted`), or judge n frames then halt")
-    async def put_mode(body: ModeChange, who: Annotated[str, Depends(writer("mode"))]) -> dict[str, Any]:
+    async def put_mode(body: ModeChange, who: str = Depends(write_mode)) -> dict[str, Any]:
         c = control()
         if body.mode == "running":
             await change(lambda: c.resume(who))
