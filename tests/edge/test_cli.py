@@ -46,10 +46,27 @@ def test_examples_pass_config_check(example: str, capsys: pytest.CaptureFixture[
     assert rc == 0, err
 
 
+def _example_copy(name: str, tmp_path: Path, camera: dict[str, object], budget_ms: float) -> Path:
+    """The shipped example with absolute paths, in tmp_path (its state_dir lands there, not in docs/),
+    with camera and budget overrides."""
+    raw = yaml.safe_load((EXAMPLES / name).read_text())
+    cam = raw["cameras"][0]
+    for key in ("path", "references", "labels_dir"):
+        if key in cam:
+            cam[key] = str((EXAMPLES / cam[key]).resolve())
+    raw["engine"]["model"] = str((EXAMPLES / raw["engine"]["model"]).resolve())
+    cam.update(camera)
+    raw["pipeline"]["budget_ms"] = budget_ms
+    out = tmp_path / name
+    out.write_text(yaml.safe_dump(raw))
+    return out
+
+
 def test_run_example_for_some_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGE_OUT", str(tmp_path))
     summary = tmp_path / "s.json"
-    rc = main(["run", "-c", str(EXAMPLES / "replay-folder.yaml"), "--frames", "20", "--summary-json", str(summary)])
+    example = _example_copy("replay-folder.yaml", tmp_path, {}, budget_ms=200)  # as shipped, paced at 600 ppm
+    rc = main(["run", "-c", str(example), "--frames", "20", "--summary-json", str(summary)])
     assert rc == 0
     s = json.loads(summary.read_text())
     assert s["frames_in"] == 20 == sum(s["verdicts"].values())
@@ -64,15 +81,7 @@ def test_run_golden_reference_example(tmp_path: Path, monkeypatch: pytest.Monkey
     summary = tmp_path / "s.json"
     # The example as shipped, but paced by the pipeline (max_in_flight) with a generous budget:
     # a loaded CI machine must not turn the accuracy claim into FAILSAFE timeouts.
-    raw = yaml.safe_load((EXAMPLES / "golden-reference.yaml").read_text())
-    cam = raw["cameras"][0]
-    for key in ("path", "references", "labels_dir"):
-        cam[key] = str((EXAMPLES / cam[key]).resolve())
-    raw["engine"]["model"] = str((EXAMPLES / raw["engine"]["model"]).resolve())
-    cam.update(rate_ppm=0, max_in_flight=1)
-    raw["pipeline"]["budget_ms"] = 30_000
-    example = tmp_path / "golden-reference.yaml"
-    example.write_text(yaml.safe_dump(raw))
+    example = _example_copy("golden-reference.yaml", tmp_path, {"rate_ppm": 0, "max_in_flight": 1}, 30_000)
     assert main(["run", "-c", str(example), "--frames", "20", "--summary-json", str(summary)]) == 0
     s = json.loads(summary.read_text())
     assert s["frames_in"] == 20 and s["verdicts"] == {"pass": 10, "reject": 10, "failsafe": 0}
