@@ -30,8 +30,28 @@ def check_config(path: Path) -> tuple[list[Finding], LoadedConfig | None]:
         shown = "; ".join(lines[:5]) + (f"; ... {len(lines) - 5} more" if len(lines) > 5 else "")
         return [Finding("config", "error", f"{path}: {len(lines)} error(s): {shown}",
                         f"edge-inspect config check {path} lists them with line numbers")], None
-    return [Finding("config", "ok", f"{path}: valid ({len(cfg.cameras)} camera(s), engine {cfg.engine.type}, "
-                    f"{len(cfg.sinks)} sink(s), version {cfg.config_version})")], cfg
+    out = [Finding("config", "ok", f"{path}: valid ({len(cfg.cameras)} camera(s), engine {cfg.engine.type}, "
+                   f"{len(cfg.sinks)} sink(s), version {cfg.config_version})")]
+    out += _preflight(cfg)
+    return out, cfg
+
+
+def _preflight(cfg: LoadedConfig) -> list[Finding]:
+    """What `run` refuses before it starts (rules vs the model's classes, references, buffers,
+    sink targets): each an error. The model file and ports have findings of their own."""
+    from edge.preflight import preflight
+
+    try:
+        problems = preflight(cfg, ports=False)
+    except Exception as exc:  # the check itself failing is worth a line, not a traceback
+        return [Finding("config", "error", f"preflight failed: {exc}", f"edge-inspect config check {cfg.path}")]
+    model = str(_model_path(cfg))
+    missing_model = not Path(model).is_file()
+    return [
+        Finding("config", "error", p, f"edge-inspect config check {cfg.path} names the key to change")
+        for p in problems
+        if not (missing_model and model in p)
+    ]
 
 
 def _model_path(cfg: LoadedConfig) -> Path:
@@ -122,41 +142,43 @@ def output_paths(cfg: LoadedConfig) -> list[tuple[str, Path]]:
     for section, value in data.items():
         if section in _INPUT_SECTIONS:
             continue
-        for parent, key, v in _walk(value, section):
+        for parent, key, v in [("", section, value), *_walk(value, section)]:
             if isinstance(v, str) and v and _OUTPUT_KEY.search(key) and not v.startswith(("http:", "https:")):
                 p = Path(v).expanduser()
-                out.append((f"{parent}.{key}", p if p.is_absolute() else cfg.base_dir / p))
+                out.append((f"{parent}.{key}" if parent else key, p if p.is_absolute() else cfg.base_dir / p))
     return out
 
 
 def check_disk(cfg: LoadedConfig | None, extra: list[Path]) -> list[Finding]:
-    """Free space and write access where the service writes (audit, outbox, verdict files)."""
+    """Free space and write access where the service writes (state, audit, evidence, outbox)."""
     targets = output_paths(cfg) if cfg is not None else []
     targets += [("state directory", p) for p in extra if p.exists()]
     out: list[Finding] = []
-    seen: set[Path] = set()
+    folders: dict[Path, list[str]] = {}
     for key, path in targets:
         folder = path if (path.is_dir() or not path.suffix) else path.parent
         found = free_bytes(folder)
         if found is None:
             out.append(Finding("disk", "error", f"{key}: {path}: no existing parent folder"))
             continue
-        existing, free = found
-        if existing in seen:
+        folders.setdefault(found[0], []).append(key)
+    for existing, keys in folders.items():
+        found = free_bytes(existing)
+        if found is None:
             continue
-        seen.add(existing)
-        gib = free / (1 << 30)
+        free = found[1]
+        what = ", ".join(dict.fromkeys(keys))
         if not os.access(existing, os.W_OK):
-            out.append(Finding("disk", "error", f"{key}: {existing} is not writable by this user",
-                               f"chown the folder to the service user (edge-inspect) or move {key}"))
+            out.append(Finding("disk", "error", f"{what}: {existing} is not writable by this user",
+                               f"chown the folder to the service user (edge-inspect) or change {keys[0]}"))
         elif free < DISK_ERROR_BYTES:
-            out.append(Finding("disk", "error", f"{key}: only {free >> 20} MiB free at {existing}",
-                               "free space or move the audit/outbox folder to a bigger disk"))
+            out.append(Finding("disk", "error", f"{what}: only {free >> 20} MiB free at {existing}",
+                               "free space or move the state/audit/evidence folders to a bigger disk"))
         elif free < DISK_WARN_BYTES:
-            out.append(Finding("disk", "warn", f"{key}: {gib:.1f} GiB free at {existing}: the audit trail and "
-                               "evidence fill it", "free space, or lower the audit/evidence retention"))
+            out.append(Finding("disk", "warn", f"{what}: {free / (1 << 30):.1f} GiB free at {existing}: the audit "
+                               "trail and evidence fill it", "free space, or lower the audit/evidence retention"))
         else:
-            out.append(Finding("disk", "ok", f"{key}: {gib:.1f} GiB free at {existing}"))
+            out.append(Finding("disk", "ok", f"{what}: {free / (1 << 30):.1f} GiB free at {existing}"))
     return out
 
 

@@ -28,6 +28,7 @@ def write_config(tmp_path: Path, model: Path, images: Path, **over: Any) -> Path
         "engine": {"type": "onnxruntime", "model": str(model)},
         "sinks": [{"type": "jsonl", "path": str(tmp_path / "out" / "verdicts.jsonl")}],
         "metrics": {"port": 0},
+        "state_dir": str(tmp_path / "state"),
     }
     data.update(over)
     path = tmp_path / "station.yaml"
@@ -57,7 +58,8 @@ def test_a_good_station_config_passes_with_every_area_reported(
     assert {"python", "packages", "config", "gpu", "jetson", "camera", "engine", "network", "disk"} <= checks
     assert any("onnxruntime" in f["what"] for f in by(report, "packages", "ok"))
     assert any(str(demo_images) in f["what"] for f in by(report, "camera", "ok"))
-    assert any(str(tmp_path) in f["what"] and "GiB free" in f["what"] for f in by(report, "disk", "ok"))
+    disk = " | ".join(f["what"] for f in by(report, "disk", "ok"))
+    assert "state_dir" in disk and "sinks[0].path" in disk and f"GiB free at {tmp_path}" in disk
     if not nvidia_gpus(Host()):  # this host: the GPU finding says the CPU engines run, and is no error
         (gpu,) = by(report, "gpu")
         assert gpu["level"] == "ok" and "no NVIDIA GPU" in gpu["what"]
@@ -112,6 +114,16 @@ def test_an_invalid_config_is_an_error_naming_the_line(tmp_path: Path, capsys: p
     assert "rate_pmm" in err["what"] and f"{cfg}:5" in err["what"] and "config check" in err["fix"]
     rc, report = doctor(capsys, "-c", str(tmp_path / "absent.yaml"))
     assert rc == 1 and "cannot read config" in by(report, "config", "error")[0]["what"]
+
+
+def test_what_run_would_refuse_is_an_error(
+    tmp_path: Path, model_path: Path, demo_images: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cams = [{"type": "genicam", "name": "sim", "num_buffers": 4}]  # fewer buffers than the ring's 8 slots
+    cfg = write_config(tmp_path, model_path, demo_images, cameras=cams)
+    rc, report = doctor(capsys, "-c", str(cfg), "--quick")
+    assert rc == 1
+    assert any("num_buffers" in f["what"] for f in by(report, "config", "error")), by(report, "config")
 
 
 def test_bad_usage_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
