@@ -10,10 +10,12 @@ pacing, part ids and `max_frames`.
 An item that cannot be read (missing or unreadable file, undecodable or truncated image --
 checked strictly, see `cameras.image_file` --, a missing or undecodable reference) is not an
 outage: it becomes an error frame naming the file and the problem (decided FAILSAFE with that
-cause), counted in `source_errors`, and the line goes on, in both modes.
+cause), counted in `decode_errors`, and the line goes on, in both modes.
 
 Pacing is `rate_ppm` parts per minute on an absolute schedule (frame i is due at t0 + i*period,
-so sleeps do not accumulate drift); 0 runs free, as fast as the consumer takes frames.
+so sleeps do not accumulate drift); 0 is unpaced: frames come as fast as they can be read,
+which overruns the ring (each frame that gives way decided FAILSAFE `ring_overflow`) unless `max_in_flight`
+paces the line by the pipeline (the next frame only when fewer are held): trigger-when-ready.
 
 Ground truth comes from YOLO txt labels or DeepPCB annotations (see `cameras.labels`), so a
 replayed run can report accuracy. Pointing `path` at a DeepPCB root (with `list.txt`) replays
@@ -73,7 +75,7 @@ class ReplayCameraConfig(CameraConfigBase):
         default=60.0,
         ge=0,
         description="Parts per minute; 0 = unpaced: as fast as frames can be read (overruns the ring "
-        "and is judged FAILSAFE overflow unless max_in_flight paces it by the pipeline).",
+        "and is decided FAILSAFE ring_overflow unless max_in_flight paces it by the pipeline).",
     )
     loop: bool = Field(default=True, description="Start over at the end of the set.")
     max_frames: int | None = Field(default=None, ge=1, description="Stop after this many frames (over all loops).")
