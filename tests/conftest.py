@@ -10,7 +10,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO.parent / "shared").resolve()
-DEEPPCB = SHARED / "datasets" / "deeppcb"
 MODEL = REPO / "models" / "pcb-yolo11n-320.onnx"  # frame-only
 REFERENCE_MODEL = REPO / "models" / "pcb-ref-yolo11n-320.onnx"  # golden-reference composites
 DEMO_DATA = REPO / "edge" / "demo_data"
@@ -48,13 +47,6 @@ def demo_images() -> Path:
 @pytest.fixture(scope="session")
 def demo_labels() -> Path:
     return DEMO_DATA / "labels"
-
-
-@pytest.fixture(scope="session")
-def deeppcb() -> Path:
-    if not (DEEPPCB / "list.txt").is_file():
-        pytest.skip(f"DeepPCB not found at {DEEPPCB}")
-    return DEEPPCB
 
 
 @pytest.fixture(scope="session")
