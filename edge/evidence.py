@@ -104,12 +104,16 @@ def draw_detections(image: np.ndarray, verdict: dict[str, Any] | Verdict) -> np.
     return image
 
 
-def heat_map(part_grey: np.ndarray, reference_grey: np.ndarray) -> np.ndarray:
-    """|part - reference| as a colour heat map (BGR, twice the grey difference) over the dimmed part."""
+def heat_map(part_grey: np.ndarray, reference_grey: np.ndarray, floor: int = 24) -> np.ndarray:
+    """|part - reference| as a heat map (BGR): where the part differs from its golden reference
+    by more than `floor` grey levels, the difference in colour (twice the grey difference on the
+    JET scale, so images compare), elsewhere the part itself, dimmed."""
     diff = cv2.absdiff(part_grey, reference_grey)
-    coloured = cv2.applyColorMap(cv2.convertScaleAbs(diff, alpha=2.0), cv2.COLORMAP_JET)  # fixed gain: comparable
-    base = cv2.cvtColor(part_grey, cv2.COLOR_GRAY2BGR)
-    return cv2.addWeighted(base, 0.35, coloured, 0.65, 0)
+    coloured = cv2.applyColorMap(cv2.convertScaleAbs(diff, alpha=2.0), cv2.COLORMAP_JET)
+    out = cv2.cvtColor(cv2.convertScaleAbs(part_grey, alpha=0.45, beta=40), cv2.COLOR_GRAY2BGR)
+    mask = diff > floor
+    out[mask] = coloured[mask]
+    return out
 
 
 class EvidenceRecorder:

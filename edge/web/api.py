@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edge.audit.export import iter_csv
 from edge.audit.store import VerdictQuery
-from edge.decision import DecisionConfig
+from edge.decision import DecisionConfig, describe
 from edge.errors import ConfigError, EdgeInspectError
 from edge.evidence import EVIDENCE_ID
 from edge.web.deps import WebDeps
@@ -184,6 +184,10 @@ def build_api(deps: WebDeps) -> APIRouter:
     @api.get("/decision", summary="The decision rules in force")
     def get_decision() -> dict[str, Any]:
         return dict(control().decision())
+
+    @api.get("/decision/effective", summary="The thresholds in force per class (config + calibrated sidecar)")
+    def effective_decision() -> dict[str, Any]:
+        return dict(describe(control().rules()))
 
     @api.get("/decision/history", summary="Changes to the decision rules (from the audit trail)")
     def decision_history(limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edge.audit.store import AuditStore
+from edge.decision import CompiledRules
 from edge.evidence import EvidenceRecorder
 from edge.web.config import WebConfig
 from edge.web.feed import LiveFeed
@@ -27,6 +28,8 @@ class Control(Protocol):
     def single(self, n: int = ..., who: str = ...) -> None: ...
 
     def decision(self) -> dict[str, Any]: ...
+
+    def rules(self) -> CompiledRules: ...
 
     def set_decision(self, section: dict[str, Any], who: str) -> dict[str, Any]: ...
 

@@ -48,7 +48,7 @@ const EI = {
   thumb(item, cls) {
     // a placeholder, replaced by the evidence thumbnail once it loads (PASS images are sampled;
     // a reject's image may still be being written: tried again a few times)
-    const box = EI.el("div", { class: "nothumb" }, item.verdict === "PASS" ? "no image kept" : "image pending…");
+    const box = EI.el("div", { class: "nothumb" }, item.verdict === "PASS" ? "✓ pass (no image kept)" : "image pending…");
     const img = EI.el("img", { class: cls || "thumb", alt: item.verdict + " " + item.part_id });
     const url = "/api/v1/evidence/" + item.result_id + "/thumb";
     const most = item.verdict === "PASS" ? 1 : 5;
@@ -70,7 +70,7 @@ const EI = {
       (item.failsafe_reason ? "FAILSAFE: " + item.failsafe_reason : (item.classes && item.classes.length ? item.classes.join(", ") : item.reason));
     a.append(EI.el("div", { class: "meta" },
       EI.el("span", { class: "badge " + item.verdict, text: item.verdict }), " ",
-      EI.el("b", { text: item.part_id }),
+      EI.el("b", { text: item.part_id, title: item.part_id }),
       EI.el("div", { class: "why", title: item.reason || "" }, why || ""),
       EI.el("div", { class: "muted" }, item.camera + " · " + EI.time(item.decided_wall_ns) + " · " + EI.num(item.latency_ms, 1) + " ms")));
     return a;

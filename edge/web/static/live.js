@@ -116,6 +116,17 @@
   // -- controls -------------------------------------------------------------------------------
   function say(id, text, ok) { const m = $(id); m.textContent = text; m.className = "msg " + (ok ? "ok" : "err"); }
 
+  let effective = null;
+
+  async function loadEffective() {
+    try { effective = await EI.json("/api/v1/decision/effective"); } catch (e) { effective = null; }
+    const note = $("threshold-source");
+    if (effective && effective.source && effective.source !== "config") {
+      note.textContent = "Per-class thresholds come from the calibrated file " + effective.source.split("/").pop() +
+        "; the default applies only to classes it does not cover. Empty fields show the threshold in force.";
+    } else note.textContent = "Empty fields show the threshold in force.";
+  }
+
   function fillDecision(d) {
     decision = d;
     $("min-confidence").value = d.min_confidence;
@@ -125,7 +136,8 @@
     for (const n of names) {
       const rule = (d.classes || {})[n] || {};
       const input = EI.el("input", { type: "number", min: "0", max: "1", step: "0.01", "data-class": n,
-        placeholder: "default", id: "class-" + n });
+        placeholder: effective && effective.min_confidence && effective.min_confidence[n] !== undefined
+          ? "in force: " + effective.min_confidence[n] : "default", id: "class-" + n });
       if (rule.min_confidence !== null && rule.min_confidence !== undefined) input.value = rule.min_confidence;
       box.append(EI.el("label", {}, "min. confidence: " + n, input));
     }
@@ -135,6 +147,7 @@
     try {
       const [d, r, s] = await Promise.all([EI.json("/api/v1/decision"), EI.json("/api/v1/recipes"), EI.json("/api/v1/status")]);
       names = (s.engine && s.engine.names) || [];
+      await loadEffective();
       fillDecision(d);
       const sel = $("recipe"); sel.replaceChildren();
       for (const [name, info] of Object.entries(r.recipes)) {
@@ -174,6 +187,7 @@
         if (empty) delete d.classes[n]; else d.classes[n] = rule;
       }
       const out = await EI.write("PUT", "/api/v1/decision", d);
+      await loadEffective();
       fillDecision(out.applied);
       say("decision-msg", "applied: default min. confidence " + out.applied.min_confidence + " (by " + out.by + ")", true);
     } catch (e) { say("decision-msg", "not applied: " + e.message, false); }
@@ -183,6 +197,7 @@
     EI.setToken($("token").value.trim());
     try {
       const out = await EI.write("POST", "/api/v1/decision/revert");
+      await loadEffective();
       fillDecision(out.applied);
       say("decision-msg", "reverted: default min. confidence " + out.applied.min_confidence, true);
     } catch (e) { say("decision-msg", "not reverted: " + e.message, false); }

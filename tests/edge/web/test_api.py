@@ -162,12 +162,15 @@ def test_pages_and_assets_are_local(client: httpx.Client) -> None:
 def test_decision_change_applies_live_is_audited_and_reverts(client: httpx.Client, station: Station) -> None:
     before = decision(client)
     names = client.get("/api/v1/status").json()["engine"]["names"]
+    effective = client.get("/api/v1/decision/effective").json()
+    assert set(effective["min_confidence"]) == set(names) and effective["ignored"] == []
     new = dict(before, classes={n: {"ignore": True} for n in names})  # nothing counts: every part passes
     r = client.put("/api/v1/decision", json=new, headers=auth(station, **{"X-Operator": "qa-anna"}))
     assert r.status_code == 200, r.text
     assert r.json()["applied"]["classes"][names[0]]["ignore"] is True
     changed_at = time.time_ns()
     assert decision(client)["classes"][names[0]]["ignore"] is True
+    assert client.get("/api/v1/decision/effective").json()["ignored"] == names  # the compiled rules in force
     # applied live: verdicts judged after the swap are PASS (FAILSAFE aside)
     station.wait(
         lambda: (
