@@ -239,3 +239,60 @@ def make_verdict(
         config_version="test",
         failsafe_reason=fs,
     )
+
+
+@dataclass
+class ClientPki:
+    cert: Path  # PEM
+    key: Path
+    uri: str
+
+
+def make_client_pki(folder: Path, trusted_dir: Path | None, uri: str = "urn:edge-inspect:test-client") -> ClientPki:
+    """A client application certificate; copied into the server's trust list when `trusted_dir` is given."""
+    pair = make_leaf(None, "test-client", dns=["localhost"], ips=["127.0.0.1"], uri=uri)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_keypair(pair, folder / "client_cert.pem", folder / "client_key.pem")
+    if trusted_dir is not None:
+        trusted_dir.mkdir(parents=True, exist_ok=True)
+        (trusted_dir / "client_cert.der").write_bytes(pair.cert_der())
+    return ClientPki(folder / "client_cert.pem", folder / "client_key.pem", uri)
+
+
+class RecordingControl:
+    """The subset of `edge.control.ServiceControl` the OPC UA server drives, recording each change.
+
+    Stands in for the pipeline's mode only in the server's own tests; the service test runs the real one.
+    """
+
+    def __init__(self, recipes: tuple[str, ...] = ("default", "boards-v2")) -> None:
+        self._mode = "running"
+        self._recipes = list(recipes)
+        self._active = recipes[0]
+        self.calls: list[tuple[str, str]] = []
+
+    def mode(self) -> str:
+        return self._mode
+
+    def halt(self, who: str = "system") -> None:
+        self._mode = "halted"
+        self.calls.append(("halt", who))
+
+    def resume(self, who: str = "system") -> None:
+        self._mode = "running"
+        self.calls.append(("resume", who))
+
+    def single(self, n: int = 1, who: str = "system") -> None:
+        self._mode = "single"
+        self.calls.append((f"single:{n}", who))
+
+    def recipes(self) -> list[str]:
+        return list(self._recipes)
+
+    def active_recipe(self) -> str:
+        return self._active
+
+    def activate_recipe(self, name: str, who: str = "system") -> str:
+        self._active = name
+        self.calls.append((f"recipe:{name}", who))
+        return name
