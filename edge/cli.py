@@ -82,7 +82,9 @@ def _preflight(cfg: Any) -> None:
         raise ConfigError(f"{where}: {len(problems)} error(s)\n  " + "\n  ".join(problems), problems)
 
 
-def _run_service(cfg: Any, max_frames: int | None, summary_json: Path | None, show_status: bool) -> int:
+def _run_service(
+    cfg: Any, max_frames: int | None, summary_json: Path | None, show_status: bool, serve_after: bool = False
+) -> int:
     from edge.app import build_service
     from edge.sdnotify import ServiceWatchdog
 
@@ -107,8 +109,14 @@ def _run_service(cfg: Any, max_frames: int | None, summary_json: Path | None, sh
         watchdog.start(service.snapshot)
         if status:
             status.start()
+        url = next((c.url for c in service.components if getattr(c, "url", None)), None)
+        if url:
+            print(f"edge-inspect: status page {url}", file=sys.stderr, flush=True)
         while not stop_requested.is_set() and not service.pipeline.wait(0.2):
             pass
+        if serve_after and url and not stop_requested.is_set():  # the frames ended: keep the page up
+            print(f"edge-inspect: frames done; still serving {url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+            stop_requested.wait()
     finally:
         watchdog.stop()
         summary = service.stop()
@@ -151,10 +159,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         model=args.model,
         rate_ppm=args.rate_ppm,
         metrics_port=args.metrics_port,
+        web_port=None if args.no_web else args.web_port,
     )
     _setup_logging(args.log_level or "INFO", quiet_status=True)
     log.info("demo: %s frames from the bundled PCB images, verdicts in %s", args.frames or "unlimited", args.out)
-    return _run_service(cfg, args.frames, args.summary_json, show_status=True)
+    return _run_service(cfg, args.frames, args.summary_json, show_status=True, serve_after=args.serve_after)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -216,6 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", type=Path, default=None, help="ONNX model (default: the shipped one)")
     demo.add_argument("--rate-ppm", type=float, default=1200.0, help="line rate in parts per minute")
     demo.add_argument("--metrics-port", type=int, default=0, help="serve /metrics on 127.0.0.1:PORT")
+    demo.add_argument("--web-port", type=int, default=8080, help="status page on 127.0.0.1:PORT (0: any free port)")
+    demo.add_argument("--no-web", action="store_true", help="no status page")
+    demo.add_argument(
+        "--serve-after", action="store_true", help="keep serving the status page after the frames end (Ctrl-C stops)"
+    )
     demo.set_defaults(func=cmd_demo)
 
     config = sub.add_parser("config", help="configuration tools")

@@ -28,6 +28,7 @@ def demo_config_dict(
     model: Path | None = None,
     rate_ppm: float = 1200.0,
     metrics_port: int = 0,
+    web_port: int | None = 8080,
 ) -> dict[str, object]:
     """The demo's config as a plain mapping (what a user would write in YAML).
 
@@ -56,6 +57,10 @@ def demo_config_dict(
             {"type": "log"},
         ],
         "metrics": {"port": metrics_port},
+        "state_dir": str((out_dir / "state").resolve()),  # journals, audit trail, evidence images
+        "evidence": {"enabled": True, "pass_sample": 0.05},
+        # the status page on 127.0.0.1 (None: off; 0: any free port)
+        "web": {"enabled": web_port is not None, "port": web_port or 0},
     }
 
 
@@ -65,6 +70,7 @@ def demo_config(
     model: Path | None = None,
     rate_ppm: float = 1200.0,
     metrics_port: int = 0,
+    web_port: int | None = 8080,
 ) -> LoadedConfig:
-    text = yaml.safe_dump(demo_config_dict(out_dir, engine, model, rate_ppm, metrics_port), sort_keys=False)
+    text = yaml.safe_dump(demo_config_dict(out_dir, engine, model, rate_ppm, metrics_port, web_port), sort_keys=False)
     return parse_config(text, "<demo config>", base_dir=Path.cwd())
