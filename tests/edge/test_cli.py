@@ -22,7 +22,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
 def test_demo_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))  # the auto engine's probe cache goes under ~/.cache
     out = tmp_path / "s.json"
-    args = ["demo", "--frames", "60", "--summary-json", str(out), "--out", str(tmp_path)]
+    args = ["demo", "--frames", "60", "--summary-json", str(out), "--out", str(tmp_path), "--web-port", "0"]
     rc = main([*args, "--rate-ppm", "3000"])
     assert rc == 0
     s = json.loads(out.read_text())
