@@ -17,12 +17,17 @@ import pytest
 import yaml
 
 from cameras import labels
+from cameras.base import Frame
+from edge.decision import DecisionConfig, compile_rules
 from edge.errors import ConfigError, DatasetError
+from edge.inspector import DecodeSettings, Inspector
 from edge.training.calibrate import calibrate, load_thresholds, save_thresholds, sidecar_path
 from edge.training.cli import add_commands
 from edge.training.dataset import convert
 from edge.training.evaluate import EvalResult, evaluate, read_labels, resolve_split
-from edge.training.partmetrics import part_metrics
+from edge.training.partmetrics import PartMetrics
+from edge.training.runner import open_engine
+from edge.verdict import VerdictKind
 
 REAL_DEEPPCB = Path(__file__).resolve().parents[3] / ".." / "shared" / "datasets" / "deeppcb"
 VAL_GROUP = "group44000"
@@ -122,13 +127,58 @@ def test_plots_exist_and_decode(result: EvalResult) -> None:
         assert img is not None and img.shape[0] > 100 and img.shape[1] > 100
 
 
-def test_maxconf_matrix_is_consistent(result: EvalResult) -> None:
+def judged_by_the_service(model: Path, images: list[Path], thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each image through the service's own path (engine, `Inspector`: preprocessing, decoding
+    at conf 0.001, the decision rules at these per-class thresholds): whether it was rejected, and
+    the top decoded score of each class (0 where none). Nothing of eval's code is used."""
+    engine, info = open_engine(model)
+    try:
+        classes = {n: {"min_confidence": float(t)} for n, t in zip(info.names, thresholds, strict=True)}
+        rules = compile_rules(DecisionConfig.model_validate({"classes": classes}), info.names)
+        inspector = Inspector(engine, info, rules, DecodeSettings(confidence=0.001, iou=0.7, max_detections=300))
+        rejected, top = np.zeros(len(images), bool), np.zeros((len(images), len(info.names)), np.float32)
+        for i, image in enumerate(images):
+            frame = Frame(cv2.imread(str(image), cv2.IMREAD_COLOR), i, image.stem, "eval", 0)
+            decision = inspector.judge(frame).decision
+            rejected[i] = decision.verdict is VerdictKind.REJECT
+            for d in decision.detections:
+                top[i, d.cls] = max(top[i, d.cls], d.confidence)
+        return rejected, top
+    finally:
+        engine.close()
+
+
+def labelled_defective(data_yaml: Path, images: list[Path]) -> np.ndarray:
+    """Ground truth read straight from the label files: a non-empty label is a defective part."""
+    labels_dir = data_yaml.parent / "labels" / "val"
+    texts = [
+        (labels_dir / f"{p.stem}.txt").read_text() if (labels_dir / f"{p.stem}.txt").is_file() else "" for p in images
+    ]
+    return np.array([bool(t.strip()) for t in texts])
+
+
+def assert_parts_match(part: PartMetrics, defective: np.ndarray, rejected: np.ndarray) -> None:
+    counts = {
+        "tp": int((defective & rejected).sum()),
+        "fn": int((defective & ~rejected).sum()),
+        "fp": int((~defective & rejected).sum()),
+        "tn": int((~defective & ~rejected).sum()),
+    }
+    assert {k: getattr(part, k) for k in counts} == counts
+
+
+def test_part_metrics_are_what_the_service_decides(result: EvalResult, model_copy: Path, tiny_data: Path) -> None:
+    """Eval's part counts and score matrix against the service judging the same images at the
+    same thresholds, and the truth read from the label files."""
     assert result.maxconf.shape == (6, len(result.names))
-    assert result.defective.tolist().count(True) == 3
-    assert ((result.maxconf >= 0) & (result.maxconf <= 1)).all()
-    assert part_metrics(result.maxconf, result.defective, result.thresholds) == result.part
-    stems = [p.stem for p in result.images]
-    assert [s.endswith("_test") for s in stems] == result.defective.tolist()
+    defective = labelled_defective(tiny_data, result.images)
+    assert defective.tolist() == result.defective.tolist() and defective.sum() == 3
+    rejected, top = judged_by_the_service(model_copy, result.images, result.thresholds)
+    assert_parts_match(result.part, defective, rejected)
+    # a class's top score survives NMS: eval's max-confidence matrix is the top decoded score
+    seen = top > 0
+    np.testing.assert_allclose(result.maxconf[seen], top[seen], atol=1e-5)
+    assert (result.maxconf[~seen] < 0.001 + 1e-6).all()
 
 
 def test_sidecar_is_picked_up_and_checked(model_copy: Path, tiny_data: Path, result: EvalResult) -> None:
@@ -139,7 +189,8 @@ def test_sidecar_is_picked_up_and_checked(model_copy: Path, tiny_data: Path, res
         r = evaluate(model_copy, tiny_data)
         assert r.thresholds_source == str(side)
         np.testing.assert_allclose(r.thresholds, cal.thresholds, atol=1e-6)
-        assert r.part == part_metrics(r.maxconf, r.defective, r.thresholds)
+        rejected, _ = judged_by_the_service(model_copy, r.images, r.thresholds)  # the service, per class
+        assert_parts_match(r.part, labelled_defective(tiny_data, r.images), rejected)
         # a sidecar for another model: ignored under "auto", refused when named explicitly
         other = side.with_name("other.thresholds.yaml")
         save_thresholds(other, model_id="0" * 16, names=result.names, result=cal, data="tiny")
