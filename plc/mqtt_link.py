@@ -87,6 +87,8 @@ class MqttLink:
         self._connected = threading.Event()
         self._lock = threading.Lock()
         self._refused: dict[int, ReasonCode] = {}
+        self._session = 0  # +1 at every disconnect: a batch spanning one is delivered again, re-classified
+        self.unacked_dropped = 0  # messages paho held unacknowledged at a disconnect (the outbox keeps them)
         self.connects = 0
         self.disconnects = 0
         self.published = 0  # messages acknowledged by the broker
@@ -169,7 +171,26 @@ class MqttLink:
             self.disconnects += 1
             self.last_error = f"disconnected: {rc}"
             log.warning("mqtt sink %s: disconnected (%s); reconnecting", self.name, rc)
+        self._session += 1
         self._connected.clear()
+        self._drop_unacked(client)
+
+    def _drop_unacked(self, client: mqtt.Client) -> None:
+        """Forget what paho would re-send by itself after reconnecting.
+
+        paho re-publishes unacknowledged QoS 1 messages, as they were, when it reconnects: a reject
+        built as current before the outage would reach the line after its deadline, still marked
+        current. The outbox keeps those verdicts; the next delivery classifies them again.
+        """
+        mutex = getattr(client, "_out_message_mutex", None)
+        out = getattr(client, "_out_messages", None)
+        if mutex is None or out is None:  # a paho without these internals: duplicates stay possible
+            return
+        with mutex:
+            n = len(out)
+            out.clear()
+            client._inflight_messages = 0
+        self.unacked_dropped += n
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: ReasonCode, props: Any) -> None:
         if rc.is_failure:
@@ -194,6 +215,7 @@ class MqttLink:
         if client is None or not self.connected:
             why = self.last_error or "connecting"
             raise TransientSinkError(f"mqtt {self.s.host}:{self.s.port} not connected ({why})")
+        session = self._session
         now = time.time_ns()
         pending: list[tuple[str, mqtt.MQTTMessageInfo]] = []
         current = stale = 0
@@ -210,16 +232,18 @@ class MqttLink:
                 info = client.publish(msg.topic, msg.payload, qos=1, properties=self._properties(msg))
                 if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
                     raise TransientSinkError("mqtt client queue full")
+                if info.rc == mqtt.MQTT_ERR_NO_CONN:
+                    self._drop_unacked(client)
+                    raise TransientSinkError(f"mqtt connection lost while publishing {entry.result_id}")
                 pending.append((entry.result_id, info))
         end = time.monotonic() + self.s.ack_timeout_s
         for result_id, info in pending:
             try:
-                info.wait_for_publish(max(0.0, end - time.monotonic()))
+                self._await_puback(info, session, end)
             except (RuntimeError, ValueError) as exc:
                 raise TransientSinkError(f"mqtt publish of {result_id} failed: {exc}") from exc
-            if not info.is_published():
-                reason = "connection lost" if not self.connected else f"no PUBACK within {self.s.ack_timeout_s:g} s"
-                raise TransientSinkError(f"mqtt publish of {result_id}: {reason}")
+            except TransientSinkError as exc:
+                raise TransientSinkError(f"mqtt publish of {result_id}: {exc}") from None
         with self._lock:
             refused = {info.mid: self._refused.pop(info.mid) for _, info in pending if info.mid in self._refused}
         if refused:
@@ -232,6 +256,15 @@ class MqttLink:
         self.published_current += current
         self.published_stale += stale
 
+    def _await_puback(self, info: mqtt.MQTTMessageInfo, session: int, end: float) -> None:
+        while not info.is_published():
+            if self._session != session or not self.connected:
+                raise TransientSinkError("connection lost before the PUBACK")
+            left = end - time.monotonic()
+            if left <= 0:
+                raise TransientSinkError(f"no PUBACK within {self.s.ack_timeout_s:g} s")
+            info.wait_for_publish(min(0.05, left))
+
     def health(self) -> dict[str, Any]:
         return {
             "connected": self.connected,
@@ -241,6 +274,7 @@ class MqttLink:
             "published_current": self.published_current,
             "published_stale": self.published_stale,
             "last_ack_wall_ns": self.last_ack_wall_ns,
+            "unacked_dropped_at_disconnect": self.unacked_dropped,
         }
 
 

@@ -7,7 +7,10 @@ before its part's deadline, and was decided before that deadline. Anything else 
 
 - ``late``: decided after its deadline (negative margin) -- the part has passed the ejector;
 - ``expired``: delivered after its deadline (an outage or a slow link held it back);
-- ``replayed``: re-sent from the durable outbox after an outage or a restart of the service.
+- ``replayed``: journaled by an earlier run of the service (delivered after a restart).
+
+A verdict retried after a short outage of the link is still current if it arrives before its
+deadline (``attempts`` says it was retried); subscribers de-duplicate by result id.
 
 A stale verdict is a record, never a command: the MQTT link publishes it on the station's
 ``late/`` topics, the OPC UA client never writes it into the PLC's actuation tags, and the OPC UA
@@ -48,11 +51,11 @@ class Delivery:
 
     late: bool  # decided after its deadline
     expired: bool  # being delivered after its deadline
-    replayed: bool  # re-sent from the outbox (after an outage, a retry or a restart)
+    replayed: bool  # from the outbox of an earlier run of the service
     deadline_wall_ns: int
     margin_ms: float
     remaining_ms: float  # deadline - now at delivery; negative once expired
-    attempts: int
+    attempts: int  # earlier failed deliveries of it
 
     @property
     def stale(self) -> bool:
@@ -76,7 +79,7 @@ def classify(record: Mapping[str, Any], now_wall_ns: int, replayed: bool = False
     """Classify a verdict record for delivery at `now_wall_ns`.
 
     `replayed` is true for an outbox entry written by an earlier run of the service; `attempts`
-    counts earlier failed deliveries of it (any earlier attempt makes it a replay too).
+    counts earlier failed deliveries of it (informational: a retry before the deadline is current).
     """
     deadline = deadline_wall_ns(record)
     margin = margin_ms(record)
@@ -84,7 +87,7 @@ def classify(record: Mapping[str, Any], now_wall_ns: int, replayed: bool = False
     return Delivery(
         late=margin < 0,
         expired=remaining <= 0,
-        replayed=bool(replayed or attempts > 0),
+        replayed=bool(replayed),
         deadline_wall_ns=deadline,
         margin_ms=margin,
         remaining_ms=remaining,

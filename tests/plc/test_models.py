@@ -29,7 +29,8 @@ def test_classify_current_late_expired_replayed() -> None:
     assert not d.stale and d.remaining_ms > 0 and expiry_interval_s(d) == 1
     assert classify(rec, now + 10**9).expired
     assert classify(rec, now, replayed=True).stale
-    assert classify(rec, now, attempts=1).replayed
+    retried = classify(rec, now, attempts=1)  # retried after a blip, still before its deadline: current
+    assert not retried.stale and retried.attempts == 1
     late = make_verdict(1, "REJECT", decided_after_ms=300.0).to_dict()
     assert classify(late, now).late and classify(late, now).stale
     far = dict(rec, deadline_wall_ns=now + 2_500_000_000)
