@@ -148,20 +148,31 @@ fi
 # -- 1. system packages ----------------------------------------------------------------------
 say "apt packages"
 if ! skipped apt; then
-  pkgs=(python3 python3-venv python3-dev python3-pip)
+  missing_of() {
+    local p
+    for p in "$@"; do
+      dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || printf '%s\n' "$p"
+    done
+  }
+  apt_install() {
+    sys env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+  }
+  mapfile -t missing < <(missing_of python3 python3-venv python3-dev python3-pip)
+  jetson_missing=()
   if [ "$JETSON" = 1 ]; then
-    # TensorRT's Python bindings and the CUDA headers pycuda builds against (JetPack 6: CUDA 12)
-    pkgs+=(python3-libnvinfer python3-libnvinfer-dev nvidia-cuda-dev nvidia-l4t-tools)
+    # TensorRT's Python bindings, the CUDA headers pycuda builds against (JetPack 6: CUDA 12),
+    # nvpmodel and jetson_clocks: from the L4T apt repository
+    mapfile -t jetson_missing < <(missing_of python3-libnvinfer python3-libnvinfer-dev nvidia-cuda-dev nvidia-l4t-tools)
   fi
-  missing=()
-  for p in "${pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  if [ ${#missing[@]} -eq 0 ]; then
-    note "all present: ${pkgs[*]}"
+  if [ ${#missing[@]} -eq 0 ] && [ ${#jetson_missing[@]} -eq 0 ]; then
+    note "all present"
   else
     sys apt-get update -qq
-    sys env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+    if [ ${#jetson_missing[@]} -gt 0 ]; then
+      # without them the service still runs on the CPU engines: warn, do not stop
+      apt_install "${jetson_missing[@]}" || note "WARNING: ${jetson_missing[*]} not installed (L4T apt repository?): TensorRT unavailable"
+    fi
   fi
 fi
 

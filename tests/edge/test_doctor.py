@@ -214,3 +214,28 @@ def test_tensorrt_asked_for_on_a_host_without_a_gpu_is_an_error(
     findings = run_doctor(cfg, quick=True, host=Host(env={}))
     errs = [f for f in findings if f.level == "error"]
     assert errs and any(f.check in ("gpu", "engine") for f in errs)
+
+
+def test_cached_tensorrt_plan_is_judged_against_the_installed_tensorrt(
+    tmp_path: Path, model_path: Path, demo_images: Path
+) -> None:
+    from edge.config import load_config
+    from edge.doctor.station import _tensorrt_cache
+    from edge.engines.model import model_id_of
+    from edge.engines.tensorrt import plan_file_name
+
+    cache = tmp_path / "plans"
+    cfg = load_config(write_config(tmp_path, model_path, demo_images, engine={
+        "type": "tensorrt", "model": str(model_path), "engine_cache_dir": str(cache)}))
+    model_id = model_id_of(model_path)
+    none = _tensorrt_cache(cfg, model_path, "10.3.0")
+    assert none.level == "warn" and "first start builds one" in none.what
+    cache.mkdir()
+    (cache / plan_file_name(model_id, "8.6.2", "Orin", True, 1, pixels=True)).write_bytes(b"old")
+    (cache / plan_file_name("0123456789abcdef", "10.3.0", "Orin", True, 1)).write_bytes(b"other model")
+    stale = _tensorrt_cache(cfg, model_path, "10.3.0")
+    assert stale.level == "warn" and "another TensorRT" in stale.what and "trt8.6.2" in stale.what
+    (cache / plan_file_name(model_id, "10.3.0", "Orin", True, 1, pixels=True)).write_bytes(b"plan")
+    fits = _tensorrt_cache(cfg, model_path, "10.3.0")
+    assert fits.level == "ok" and "fits TensorRT 10.3.0" in fits.what
+    assert _tensorrt_cache(cfg, model_path, None).level == "error"

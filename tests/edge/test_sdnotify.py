@@ -289,7 +289,8 @@ def service_config(model: Path, images: Path) -> Any:
 
 
 WATCHDOG_USEC = 1_000_000  # pings every 0.5 s
-STALE_S = 1.5  # generous: a loaded 2-core runner must not look hung
+STALE_S = 2.0  # a hang is a heartbeat this old: generous, a loaded 2-core runner must not look hung
+OUTAGE_STALE_S = 10.0  # the outage test asserts the absence of UNHEALTHY: more generous still
 
 
 def decided(service: Any) -> int:
@@ -347,7 +348,7 @@ def test_a_camera_outage_alone_does_not_stop_the_pings(
     folder = tmp_path / "line"
     shutil.copytree(demo_images, folder)
     service = build_service(service_config(model_path, folder))
-    watchdog = ServiceWatchdog(systemd_path.env(WATCHDOG_USEC), stale_after_s=STALE_S)
+    watchdog = ServiceWatchdog(systemd_path.env(WATCHDOG_USEC), stale_after_s=OUTAGE_STALE_S)
     service.start(serve_metrics=False)
     watchdog.start(service.snapshot)
     try:
