@@ -5,12 +5,16 @@ minimum confidence (per class, else the calibrated sidecar, else the default), m
 area, inside a region of interest (if any are set; by box centre) and outside every ignore
 zone. The part is rejected when the number of counting detections of a class exceeds that
 class's `max_count` (default 0), or the total exceeds `max_total` when that is set.
+
+Golden-reference models add one filter (`difference_evidence`): a detection counts only where
+its box holds at least `min_pixels` pixels that really differ from the (aligned) reference
+(`edge.reference.DifferenceEvidence`); the caller passes the per-box counts as `evidence`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -38,6 +42,25 @@ class ClassRule(BaseModel):
     ignore: bool = Field(False, description="Never reject for this class.")
 
 
+class DifferenceEvidenceConfig(BaseModel):
+    """`decision.difference_evidence`: golden-reference models only (see `edge.reference.DifferenceEvidence`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(True, description="A detection counts only where its box differs from the reference.")
+    min_pixels: int = Field(4, ge=1, description="Different pixels a detection's box must hold to count.")
+    tolerance_px: int = Field(
+        1,
+        ge=0,
+        le=4,
+        description="Misregistration forgiven: a part pixel matching any reference pixel this close is no difference.",
+    )
+    level: int = Field(
+        48, ge=1, le=255, description="Grey levels beyond the reference neighbourhood's range that make a difference."
+    )
+    margin_px: int = Field(2, ge=0, le=16, description="The box is grown by this much before counting.")
+
+
 class DecisionConfig(BaseModel):
     """The `decision:` section."""
 
@@ -57,6 +80,10 @@ class DecisionConfig(BaseModel):
     thresholds_file: str | Literal["auto"] | None = Field(
         "auto",
         description="Calibrated per-class thresholds (sidecar YAML); 'auto' = <model>.thresholds.yaml if present.",
+    )
+    difference_evidence: DifferenceEvidenceConfig = Field(
+        default_factory=DifferenceEvidenceConfig,
+        description="Golden-reference models: a detection must show a real difference against the reference.",
     )
 
     @field_validator("regions_of_interest", "ignore_zones")
@@ -81,6 +108,8 @@ class CompiledRules:
     rois: np.ndarray  # float32 (r, 4)
     ignore_zones: np.ndarray  # float32 (z, 4)
     threshold_source: str
+    min_evidence_px: int = 0  # difference_evidence.min_pixels when enabled, else 0 (off)
+    evidence_settings: tuple[int, int, int] = (1, 48, 2)  # difference_evidence (tolerance_px, level, margin_px)
 
     def min_confidence(self) -> float:
         """The lowest threshold in force: the engine may drop anything below it."""
@@ -143,6 +172,12 @@ def compile_rules(
         rois=np.asarray(config.regions_of_interest, np.float32).reshape(-1, 4),
         ignore_zones=np.asarray(config.ignore_zones, np.float32).reshape(-1, 4),
         threshold_source=source,
+        min_evidence_px=config.difference_evidence.min_pixels if config.difference_evidence.enabled else 0,
+        evidence_settings=(
+            config.difference_evidence.tolerance_px,
+            config.difference_evidence.level,
+            config.difference_evidence.margin_px,
+        ),
     )
 
 
@@ -164,8 +199,17 @@ class Decision:
     defects: int  # detections that counted
 
 
-def decide(dets: Detections, rules: CompiledRules) -> Decision:
-    """Apply the rules. Pure: same detections and rules, same decision."""
+# (m, 4) xyxy boxes -> (m,) different pixels in each (edge.reference.DifferenceEvidence.count, bound to a frame)
+Evidence = Callable[[np.ndarray], np.ndarray]
+
+
+def decide(dets: Detections, rules: CompiledRules, evidence: Evidence | None = None) -> Decision:
+    """Apply the rules. Pure: same detections, rules and evidence, same decision.
+
+    `evidence` (golden-reference models): the different-pixel count of boxes against the
+    reference; with `rules.min_evidence_px` > 0 it is asked only about detections that pass
+    every other filter, and those below the minimum do not count.
+    """
     all_dets = dets.to_list(rules.names)
     n = len(dets)
     if n == 0:
@@ -180,6 +224,12 @@ def decide(dets: Detections, rules: CompiledRules) -> Decision:
         counts &= _centres_inside(boxes, rules.rois)
     if rules.ignore_zones.shape[0]:
         counts &= ~_centres_inside(boxes, rules.ignore_zones)
+    differing: dict[int, int] = {}
+    if evidence is not None and rules.min_evidence_px > 0 and counts.any():
+        candidates = np.flatnonzero(counts)
+        found = np.asarray(evidence(boxes[candidates]))
+        counts[candidates] = found >= rules.min_evidence_px
+        differing = dict(zip(candidates.tolist(), found.tolist(), strict=True))
 
     idx = np.flatnonzero(counts)
     per_class = np.bincount(cls[idx], minlength=len(rules.names))
@@ -199,6 +249,8 @@ def decide(dets: Detections, rules: CompiledRules) -> Decision:
                 f"{d.name} conf {d.confidence:.3f} >= {float(rules.min_conf[c]):.3f}, "
                 f"area {d.area:.0f} px2; {int(per_class[c])} {d.name} > max {int(rules.max_count[c])}"
             )
+            if i in differing:
+                msg += f"; {differing[i]} px differ from the reference"
             reasons.append(Reason("max_count", msg, d))
         else:
             msg = f"{d.name} conf {d.confidence:.3f}; {idx.size} defects > max_total {rules.max_total}"

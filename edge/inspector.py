@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from cameras.base import Frame
-from edge.decision import CompiledRules, Decision, decide
+from edge.decision import CompiledRules, Decision, Evidence, decide
 from edge.engines.base import Engine, ModelInfo
 from edge.engines.letterbox import MAX_FRAME_SIZES, Preprocessor
 from edge.engines.yolo import Decoder
 from edge.errors import CameraError, InvalidFrameError
-from edge.reference import ReferenceAligner, compose
+from edge.reference import DifferenceEvidence, ReferenceAligner, compose
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +47,8 @@ class Inspector:
     For a golden-reference model (`info.reference_input`) each frame is first composed with its
     reference (`edge.reference.compose`): the frame's own (`Frame.reference`) or its camera's
     fixed one from `references`, into buffers kept per batch item and frame size; with
-    `align_max_shift_px` the reference is first shifted onto the frame (`ReferenceAligner`).
+    `align_max_shift_px` the reference is first shifted onto the frame (`ReferenceAligner`), and
+    the decision's difference-evidence rule reads the composite's part and reference channels.
     """
 
     def __init__(
@@ -77,6 +78,8 @@ class Inspector:
             if align_max_shift_px > 0 and info.reference_input
             else None
         )
+        self._scorer: DifferenceEvidence | None = None  # decision.difference_evidence, made on first use
+        self._scorer_settings: tuple[int, int, int] | None = None
         self.decode = Decoder(
             info,
             conf=min(settings.confidence, rules.min_confidence()),
@@ -99,8 +102,10 @@ class Inspector:
         """Judge up to `batch` frames with one inference (batch items beyond len(frames) are stale
         and ignored)."""
         t0 = time.monotonic_ns()
+        composites: list[np.ndarray] = []
         if self.info.reference_input:
-            geometries = [self.preprocessors[i](self._composite(i, f), "BGR") for i, f in enumerate(frames)]
+            composites = [self._composite(i, f) for i, f in enumerate(frames)]
+            geometries = [self.preprocessors[i](c, "BGR") for i, c in enumerate(composites)]
         else:
             geometries = [self.preprocessors[i](f.array, f.channel_order) for i, f in enumerate(frames)]
         t1 = time.monotonic_ns()
@@ -109,9 +114,25 @@ class Inspector:
         out = []
         rules = self.rules  # one set of rules for the whole batch, even if swapped meanwhile
         for i, geometry in enumerate(geometries):
-            decision = decide(self.decode(raw[i : i + 1], geometry), rules)
+            evidence = self._evidence(composites[i], rules) if composites else None
+            decision = decide(self.decode(raw[i : i + 1], geometry), rules, evidence)
             out.append(WorkResult(decision, t0, t1, t2, time.monotonic_ns()))
         return out
+
+    def _evidence(self, composite: np.ndarray, rules: CompiledRules) -> Evidence | None:
+        """The difference-evidence rule's per-box count on one composite (its part and aligned
+        reference channels), or None where the rules have it off."""
+        if rules.min_evidence_px <= 0:
+            return None
+        if self._scorer is None or self._scorer_settings != rules.evidence_settings:
+            self._scorer = DifferenceEvidence(*rules.evidence_settings)
+            self._scorer_settings = rules.evidence_settings
+        scorer = self._scorer
+
+        def count(boxes: np.ndarray) -> np.ndarray:
+            return scorer.count(composite[..., 0], composite[..., 1], boxes)
+
+        return count
 
     def _composite(self, item: int, frame: Frame) -> np.ndarray:
         """The frame composed with its reference, in batch item `item`'s buffers."""

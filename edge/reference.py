@@ -192,3 +192,95 @@ class ReferenceAligner:
             r, m, (r.shape[1], r.shape[0]), dst=moved, flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE
         )
         return moved
+
+
+class DifferenceEvidence:
+    """How much real difference against its reference a detection box holds.
+
+    A golden-reference detector sees the difference channel, and a part a pixel off its
+    reference, a little brighter or noisier lights up every edge there: some of those edges
+    look like an `open` or a `mousebite`. A real defect is copper where the reference has
+    none or none where it has copper, beyond what a small misregistration explains. So a
+    pixel of the part counts as *different* when no reference pixel within `tolerance_px`
+    (a square neighbourhood) comes within `level` grey levels of it: the part is brighter than
+    the neighbourhood's maximum + level, or darker than its minimum - level (the tolerance
+    comparison of PCB AOI). `count` gives, per box (x1, y1, x2, y2 frame pixels, grown by
+    `margin_px`), how many different pixels it holds; the decision lets a detection without
+    `min_pixels` of them pass (`DecisionConfig.difference_evidence`).
+
+    Buffers are kept per frame size (bounded), so steady state allocates no image arrays; only
+    detection boxes are read, so the cost is a few small morphology operations per candidate.
+    """
+
+    def __init__(self, tolerance_px: int = 1, level: int = 48, margin_px: int = 2) -> None:
+        if tolerance_px < 0 or margin_px < 0 or not 0 < level < 256:
+            raise ValueError("tolerance_px and margin_px must be >= 0 and level within 1..255")
+        self.tolerance_px = tolerance_px
+        self.level = level
+        self.margin_px = margin_px
+        size = 2 * tolerance_px + 1
+        self._kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (size, size))
+        self._sized: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def _buffers(self, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        found = self._sized.get(hw)
+        if found is None:
+            if len(self._sized) >= MAX_FRAME_SIZES:
+                self._sized.clear()
+            found = (np.empty(hw, np.uint8), np.empty(hw, np.uint8))
+            self._sized[hw] = found
+        return found
+
+    def count(
+        self, part: np.ndarray, reference: np.ndarray, boxes: np.ndarray, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Different pixels in each of `boxes` ((n, 4) xyxy): int64 (n,), written to `out` if given."""
+        p, r = _grey_pair(part, reference)
+        b = np.asarray(boxes, np.float64).reshape(-1, 4)
+        n = b.shape[0]
+        if out is None:
+            out = np.zeros(n, np.int64)
+        elif out.shape != (n,):
+            raise ValueError(f"out must have shape ({n},), got {out.shape}")
+        h, w = p.shape
+        hi, lo = self._buffers((h, w))
+        t, m = self.tolerance_px, self.margin_px
+        for i in range(n):
+            x1, y1, x2, y2 = b[i]
+            xa, ya = max(int(np.floor(x1)) - m, 0), max(int(np.floor(y1)) - m, 0)
+            xb, yb = min(int(np.ceil(x2)) + m, w), min(int(np.ceil(y2)) + m, h)
+            if xb <= xa or yb <= ya:
+                out[i] = 0
+                continue
+            # the reference window reaches `t` further so its neighbourhood is whole at the box edge
+            wa, wb, va, vb = max(xa - t, 0), min(xb + t, w), max(ya - t, 0), min(yb + t, h)
+            # channels of a composite are strided views: OpenCV needs rows of adjacent pixels
+            ref = np.ascontiguousarray(r[va:vb, wa:wb])
+            win_hi, win_lo = hi[va:vb, wa:wb], lo[va:vb, wa:wb]
+            if t > 0:
+                cv2.dilate(ref, self._kernel, dst=win_hi, borderType=cv2.BORDER_REPLICATE)
+                cv2.erode(ref, self._kernel, dst=win_lo, borderType=cv2.BORDER_REPLICATE)
+            else:
+                np.copyto(win_hi, ref)
+                np.copyto(win_lo, ref)
+            inner = (slice(ya - va, yb - va), slice(xa - wa, xb - wa))
+            part_box = np.ascontiguousarray(p[ya:yb, xa:xb])
+            over, under = win_hi[inner], win_lo[inner]
+            # over := part - max(neighbourhood), under := min(neighbourhood) - part (saturating)
+            cv2.subtract(part_box, over, dst=over)
+            cv2.subtract(under, part_box, dst=under)
+            cv2.max(over, under, dst=over)
+            out[i] = int(np.count_nonzero(over > self.level)) if over.size else 0
+        return out
+
+
+def difference_pixels(
+    part: np.ndarray,
+    reference: np.ndarray,
+    boxes: np.ndarray | Sequence[Sequence[float]],
+    tolerance_px: int = 1,
+    level: int = 48,
+    margin_px: int = 2,
+) -> np.ndarray:
+    """`DifferenceEvidence(tolerance_px, level, margin_px).count(part, reference, boxes)`."""
+    return DifferenceEvidence(tolerance_px, level, margin_px).count(part, reference, np.asarray(boxes, np.float64))

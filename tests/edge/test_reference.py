@@ -109,3 +109,82 @@ def test_aligner_allocates_no_arrays_in_steady_state() -> None:
     finally:
         tracemalloc.stop()
     assert grown <= 512 and peak < ref.nbytes  # not even one image-sized array per call
+
+
+# --------------------------------------------------------------------------- difference evidence
+
+
+def _trace_board(h: int = 80, w: int = 120) -> np.ndarray:
+    """A binarised board: two horizontal traces 8 px wide and a pad."""
+    board = np.zeros((h, w), np.uint8)
+    board[20:28, :] = 255
+    board[50:58, :] = 255
+    board[30:40, 60:70] = 255
+    return board
+
+
+def test_difference_evidence_counts_a_real_defect_and_forgives_misregistration() -> None:
+    from edge.reference import DifferenceEvidence, difference_pixels
+
+    ref = _trace_board()
+    part = ref.copy()
+    part[20:28, 40:44] = 0  # an open: 4 px of the trace gone (32 px)
+    box = np.array([[36.0, 16.0, 48.0, 32.0]])
+    # the trace's edge rows are forgiven (the reference has background 1 px away): 6 rows x 4 px
+    assert difference_pixels(part, ref, box).tolist() == [24]
+    assert difference_pixels(part, ref, box, tolerance_px=0).tolist() == [32]
+    elsewhere = np.array([[0.0, 45.0, 30.0, 62.0]])
+    assert difference_pixels(part, ref, elsewhere).tolist() == [0]
+    # a part a pixel off its reference lights up every edge, but no pixel is unexplained with tolerance 1
+    shifted = np.roll(ref, 1, axis=0)
+    whole = np.array([[0.0, 0.0, 120.0, 80.0]])
+    assert difference_pixels(shifted, ref, whole, tolerance_px=0)[0] > 200
+    assert difference_pixels(shifted, ref, whole, tolerance_px=1).tolist() == [0]
+    # a line's gain and noise stay below the level
+    rng = np.random.default_rng(0)
+    drifted = np.clip(ref.astype(np.float32) * 0.92 + rng.normal(0, 3, ref.shape), 0, 255).astype(np.uint8)
+    assert difference_pixels(drifted, ref, whole).tolist() == [0]
+    # boxes are clipped to the frame; an empty one counts nothing; `out` is filled in place
+    scorer = DifferenceEvidence(tolerance_px=1, level=48, margin_px=2)
+    out = np.full(3, -1, np.int64)
+    boxes = np.array([[36.0, 16.0, 48.0, 32.0], [-20.0, -20.0, -5.0, -5.0], [110.0, 10.0, 500.0, 90.0]])
+    assert scorer.count(part, ref, boxes, out) is out
+    assert out.tolist() == [24, 0, 0]
+
+
+def test_difference_evidence_reads_composite_channels_without_growing() -> None:
+    from edge.reference import DifferenceEvidence
+
+    ref = _trace_board()
+    part = ref.copy()
+    part[52:55, 90:93] = 0  # a pin hole: 9 px
+    composite = compose(part, ref)
+    scorer = DifferenceEvidence()
+    box = np.array([[85.0, 48.0, 98.0, 60.0]])
+    assert scorer.count(composite[..., 0], composite[..., 1], box).tolist() == [9]
+    out = np.zeros(1, np.int64)
+    tracemalloc.start()
+    try:
+        scorer.count(composite[..., 0], composite[..., 1], box, out)
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(100):
+            scorer.count(composite[..., 0], composite[..., 1], box, out)
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert grown <= 4096
+
+
+def test_difference_evidence_rejects_bad_settings_and_sizes() -> None:
+    from edge.reference import DifferenceEvidence
+
+    with pytest.raises(ValueError, match="level"):
+        DifferenceEvidence(level=0)
+    with pytest.raises(ValueError, match="tolerance_px"):
+        DifferenceEvidence(tolerance_px=-1)
+    with pytest.raises(CameraError, match="differ in size"):
+        DifferenceEvidence().count(np.zeros((8, 8), np.uint8), np.zeros((8, 9), np.uint8), np.zeros((1, 4)))
+    with pytest.raises(ValueError, match="out must have shape"):
+        DifferenceEvidence().count(
+            np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8), np.zeros((2, 4)), np.zeros(1, np.int64)
+        )

@@ -1,0 +1,183 @@
+"""A golden-reference model under a line's capture drift, with and without the difference-evidence rule.
+
+Every part of a `dataset convert --reference` split (its composites: part, reference) is
+captured again as a line might: shifted by a random whole-pixel offset up to --max-shift px on
+each axis (edge repeated), a brightness gain drawn from [1 - --gain, 1 + --gain], Gaussian
+sensor noise of sigma --noise (seeded, one draw per image); `--drift none` keeps the pairs as
+they are. Then the service's own steps: `reference_align` (--align-px), `compose`, the
+letterbox, the ONNX Runtime engine, the decoder, and `decide` with the model's thresholds
+sidecar and `decision.difference_evidence` (edge.reference.DifferenceEvidence) at each
+--min-pixels (0: the rule off).
+
+Printed and saved (--out JSON) for each min_pixels:
+- shipped: part recall / false-reject rate with the shipped sidecar thresholds;
+- cross-fitted: each group scored with thresholds calibrated (as `calibrate --cross-fit`,
+  target --target-recall, floor --floor) on the other groups, pooled; the evidence rule is
+  applied before calibrating, as the service applies it before its thresholds.
+
+    .venv/bin/python scripts/reference_drift.py --model models/pcb-ref-yolo11n-320.onnx \\
+        --images build/datasets/ref-t25/images/val --align-px 8 --drift line --out drift.json
+
+A part is defective when its file stem ends in `_test` (good parts end in `_good`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edge.decision import DecisionConfig, DifferenceEvidenceConfig, compile_rules, decide
+from edge.engines.letterbox import Preprocessor
+from edge.engines.onnxruntime import OnnxRuntimeEngineConfig
+from edge.engines.yolo import Decoder
+from edge.reference import DifferenceEvidence, ReferenceAligner, compose
+from edge.thresholds import load_thresholds, sidecar_path
+from edge.training.calibrate import calibrate, cross_fit
+from edge.training.dataset import image_groups
+from edge.training.partmetrics import max_confidence_matrix
+from edge.verdict import Detections, VerdictKind
+
+
+def line_capture(part: np.ndarray, rng: np.random.Generator, max_shift: int, gain: float, noise: float) -> np.ndarray:
+    """The part as a drifting line captures it: whole-pixel shift, gain, Gaussian noise (new array)."""
+    dx, dy = (int(v) for v in rng.integers(-max_shift, max_shift + 1, size=2))
+    g = float(rng.uniform(1.0 - gain, 1.0 + gain))
+    m = np.array([[1, 0, dx], [0, 1, dy]], np.float32)
+    moved = cv2.warpAffine(part, m, part.shape[1::-1], flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REPLICATE)
+    out = moved.astype(np.float32) * g
+    if noise > 0:
+        out += rng.normal(0.0, noise, size=out.shape).astype(np.float32)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--images", type=Path, required=True, help="folder of reference composites (PNG)")
+    ap.add_argument("--drift", choices=("none", "line"), default="line")
+    ap.add_argument("--max-shift", type=int, default=2)
+    ap.add_argument("--gain", type=float, default=0.08, help="gain drawn from [1-g, 1+g]")
+    ap.add_argument("--noise", type=float, default=3.0, help="Gaussian noise sigma (grey levels)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--align-px", type=int, default=8, help="reference_align.max_shift_px (0: off)")
+    ap.add_argument("--min-pixels", type=int, nargs="+", default=[0, 1, 2, 4, 8, 16])
+    ap.add_argument("--tolerance-px", type=int, default=DifferenceEvidenceConfig().tolerance_px)
+    ap.add_argument("--level", type=int, default=DifferenceEvidenceConfig().level)
+    ap.add_argument("--margin-px", type=int, default=DifferenceEvidenceConfig().margin_px)
+    ap.add_argument("--target-recall", type=float, default=0.995)
+    ap.add_argument("--floor", type=float, default=0.05, help="calibration floor (and the decoder's confidence)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+
+    engine = OnnxRuntimeEngineConfig(model=str(args.model), intra_op_threads=args.threads).build(Path("."))
+    info = engine.load()
+    nc = len(info.names)
+    pre = Preprocessor(engine.input_buffer()[0])
+    shipped = load_thresholds(sidecar_path(args.model), args.model)
+    decode = Decoder(info, conf=min(args.floor, min(shipped.thresholds.values())), iou=0.7)
+    aligner = ReferenceAligner(args.align_px) if args.align_px > 0 else None
+    scorer = DifferenceEvidence(args.tolerance_px, args.level, args.margin_px)
+    paths = sorted(args.images.glob("*.png"))
+    groups = image_groups(paths)
+    defective = np.array([p.stem.endswith("_test") for p in paths])
+    rules = {
+        k: compile_rules(
+            DecisionConfig(
+                thresholds_file=str(sidecar_path(args.model)),
+                difference_evidence=DifferenceEvidenceConfig(
+                    enabled=k > 0,
+                    min_pixels=max(k, 1),
+                    tolerance_px=args.tolerance_px,
+                    level=args.level,
+                    margin_px=args.margin_px,
+                ),
+            ),
+            info.names,
+            args.model,
+        )
+        for k in args.min_pixels
+    }
+    rejected = {k: np.zeros(len(paths), bool) for k in args.min_pixels}
+    per_image: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # classes, scores, evidence
+    t0 = time.monotonic()
+    for i, path in enumerate(paths):
+        im = cv2.imread(str(path))
+        if im is None:
+            raise SystemExit(f"cannot read {path}")
+        part = np.ascontiguousarray(im[..., 0])
+        ref = np.ascontiguousarray(im[..., 1])
+        if args.drift == "line":
+            rng = np.random.default_rng([args.seed, i])
+            part = line_capture(part, rng, args.max_shift, args.gain, args.noise)
+        if aligner is not None:
+            ref = aligner.align(part, ref)
+        geometry = pre(compose(part, ref))  # before infer(): the input buffer is filled here
+        dets: Detections = decode(engine.infer(), geometry)
+        ev = scorer.count(part, ref, dets.boxes) if len(dets) else np.zeros(0, np.int64)
+        per_image.append((dets.classes.astype(np.int64), dets.scores.astype(np.float32), ev))
+
+        def evidence(boxes: np.ndarray, p: np.ndarray = part, r: np.ndarray = ref) -> np.ndarray:
+            return scorer.count(p, r, boxes)
+
+        for k, rule in rules.items():
+            rejected[k][i] = decide(dets, rule, evidence).verdict is VerdictKind.REJECT
+    elapsed = time.monotonic() - t0
+    result: dict[str, object] = {}
+    print(
+        f"{len(paths)} parts ({int(defective.sum())} defective), drift {args.drift}, "
+        f"align {args.align_px}, {elapsed:.0f} s"
+    )
+    for k in args.min_pixels:
+        r = rejected[k]
+        tp, fp = int((r & defective).sum()), int((r & ~defective).sum())
+        ship = {"part_recall": tp / max(1, defective.sum()), "false_reject_rate": fp / max(1, (~defective).sum())}
+        kept = [(c[e >= k], s[e >= k]) for c, s, e in per_image]
+        maxconf = max_confidence_matrix(kept, nc)
+        cf = cross_fit(maxconf, defective, groups, args.target_recall, args.floor)
+        ins = calibrate(maxconf, defective, args.target_recall, args.floor)
+        doc = {
+            "shipped_thresholds": ship,
+            "in_sample": {"part_recall": ins.measured.part_recall, "false_reject_rate": ins.measured.false_reject_rate},
+            "cross_fitted": {
+                "part_recall": cf.pooled.part_recall,
+                "false_reject_rate": cf.pooled.false_reject_rate,
+                "by_group": {f.group: [f.measured.part_recall, f.measured.false_reject_rate] for f in cf.folds},
+            },
+        }
+        result[str(k)] = doc
+        by_group = " / ".join(f"{f.measured.false_reject_rate:.2f}" for f in cf.folds)
+        print(
+            f"min_pixels {k:3d}: shipped {ship['part_recall']:.3f}/{ship['false_reject_rate']:.3f}  "
+            f"in-sample {ins.measured.part_recall:.3f}/{ins.measured.false_reject_rate:.3f}  "
+            f"cross-fitted {cf.pooled.part_recall:.3f}/{cf.pooled.false_reject_rate:.3f} ({by_group})",
+            flush=True,
+        )
+    engine.close()
+    if args.out is not None:
+        out = {
+            "model": str(args.model),
+            "images": str(args.images),
+            "drift": args.drift
+            if args.drift == "none"
+            else {"max_shift": args.max_shift, "gain": args.gain, "noise": args.noise, "seed": args.seed},
+            "align_px": args.align_px,
+            "evidence": {"tolerance_px": args.tolerance_px, "level": args.level, "margin_px": args.margin_px},
+            "target_recall": args.target_recall,
+            "floor": args.floor,
+            "min_pixels": result,
+        }
+        args.out.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
