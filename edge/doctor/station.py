@@ -143,9 +143,12 @@ def output_paths(cfg: LoadedConfig) -> list[tuple[str, Path]]:
         if section in _INPUT_SECTIONS:
             continue
         for parent, key, v in [("", section, value), *_walk(value, section)]:
-            if isinstance(v, str) and v and _OUTPUT_KEY.search(key) and not v.startswith(("http:", "https:")):
-                p = Path(v).expanduser()
-                out.append((f"{parent}.{key}" if parent else key, p if p.is_absolute() else cfg.base_dir / p))
+            if not (isinstance(v, str) and v and _OUTPUT_KEY.search(key)) or "://" in v:
+                continue
+            p = Path(v).expanduser()
+            if key == "path" and not p.suffix and "/" not in v:  # a name (an OPC UA endpoint path), no file
+                continue
+            out.append((f"{parent}.{key}" if parent else key, p if p.is_absolute() else cfg.base_dir / p))
     return out
 
 

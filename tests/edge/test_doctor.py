@@ -239,3 +239,22 @@ def test_cached_tensorrt_plan_is_judged_against_the_installed_tensorrt(
     fits = _tensorrt_cache(cfg, model_path, "10.3.0")
     assert fits.level == "ok" and "fits TensorRT 10.3.0" in fits.what
     assert _tensorrt_cache(cfg, model_path, None).level == "error"
+
+
+def test_an_opcua_server_sink_on_a_busy_port_is_an_error(
+    tmp_path: Path, model_path: Path, demo_images: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pki = tmp_path / "pki"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        sink = {"type": "opcua-server", "port": port, "certificate": str(pki / "cert.der"),
+                "private_key": str(pki / "key.pem"), "trusted_dir": str(pki / "trusted")}
+        cfg = write_config(tmp_path, model_path, demo_images, sinks=[sink])
+        rc, report = doctor(capsys, "-c", str(cfg), "--quick")
+    assert rc == 1
+    (err,) = by(report, "ports", "error")
+    assert err["what"].startswith(f"sinks[0] (opcua-server): cannot listen on 127.0.0.1:{port}")
+    # its endpoint path ("edge-inspect") is a name, not a folder to check for space
+    assert not any("sinks[0].path" in f["what"] for f in by(report, "disk"))
