@@ -121,7 +121,7 @@ class OpcUaServerSink:
         workers = snap.get("workers") or {}
         ages = [workers.get("inference_heartbeat_age_s"), workers.get("watchdog_heartbeat_age_s")]
         fresh = all(a is None or a <= self.cfg.max_heartbeat_age_s for a in ages)
-        return bool(fresh and snap.get("state") in ("running", "halted"))
+        return bool(fresh and snap.get("state") in ("running", "halted", "single"))
 
     async def _configure(self, server: Server) -> None:
         cfg = self.cfg

@@ -1,0 +1,134 @@
+"""`edge-inspect run` with the mqtt sink, killed with SIGKILL mid-stream and restarted: every verdict
+the service emitted reaches an independent subscriber at least once, the broker publishes the
+station's last will, and what the restart replays is flagged late, never presented as current."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from tests.plc.peers import Mosquitto, Subscriber, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def jsonl_ids(path: Path) -> list[str]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line)["result_id"])
+        except (json.JSONDecodeError, KeyError):  # a torn last line
+            continue
+    return out
+
+
+def test_sigkill_mid_stream_then_restart_delivers_every_verdict(
+    tmp_path: Path, reference_model_path: Path, demo_images: Path, demo_references: Path, broker: Mosquitto
+) -> None:
+    sub = Subscriber("127.0.0.1", broker.port, "edge-inspect/st1/#").start()
+    cfg = {
+        "version": "plc-crash-test",
+        "cameras": [
+            {
+                "type": "replay",
+                "name": "line1",
+                "path": str(demo_images),
+                "references": str(demo_references),
+                "rate_ppm": 900,
+                "loop": True,
+            }
+        ],
+        "engine": {"type": "onnxruntime", "model": str(reference_model_path), "intra_op_threads": 1, "warmup": 1},
+        "pipeline": {"budget_ms": 1000},
+        "sinks": [
+            {"type": "jsonl", "path": str(tmp_path / "verdicts.jsonl")},
+            {"type": "mqtt", "port": broker.port, "station": "st1", "client_id": "edge-crash-test"},
+        ],
+        "metrics": {"port": 0},
+        "state_dir": str(tmp_path / "state"),
+    }
+    config = tmp_path / "station.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    exe = Path(sys.executable).parent / "edge-inspect"
+
+    def run(args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        log = (tmp_path / log_name).open("w")
+        return subprocess.Popen([str(exe), "run", "-c", str(config), "--no-status", *args],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+
+    def wait_jsonl(proc: subprocess.Popen[bytes], n: int, log_name: str) -> None:
+        deadline = time.monotonic() + 240
+        while len(jsonl_ids(tmp_path / "verdicts.jsonl")) < n:
+            assert proc.poll() is None, (tmp_path / log_name).read_text()[-3000:]
+            assert time.monotonic() < deadline, f"the service wrote no {n} verdicts in time"
+            time.sleep(0.05)
+
+    def kill(proc: subprocess.Popen[bytes]) -> None:
+        os.kill(proc.pid, signal.SIGKILL)  # mid-stream: frames in flight, the outbox busy
+        proc.wait(30)
+        assert proc.returncode == -signal.SIGKILL
+
+    # run 1: the broker goes down mid-stream, the verdicts pile up in the outbox, then SIGKILL
+    proc = run([], "run1.log")
+    try:
+        wait_jsonl(proc, 25, "run1.log")
+        broker.stop()
+        n_at_outage = len(jsonl_ids(tmp_path / "verdicts.jsonl"))
+        wait_jsonl(proc, n_at_outage + 20, "run1.log")
+        kill(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    first = jsonl_ids(tmp_path / "verdicts.jsonl")
+    broker.start()
+    # run 2: replays run 1's outbox (late), judges new parts (current); SIGKILL while the broker is up
+    proc = run([], "run2.log")
+    try:
+        assert wait_until(lambda: set(first) <= set(sub.ids("/verdict")), 240), "run 1's verdicts not replayed"
+        wait_jsonl(proc, len(first) + 15, "run2.log")
+        kill(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert wait_until(lambda: [m.payload for m in sub.on("/state")][-1:] == [b"offline"], 15)  # the last will
+    second = jsonl_ids(tmp_path / "verdicts.jsonl")
+    # run 3: delivers what run 2 left in its outbox, judges a few parts, stops cleanly
+    proc = run(["--frames", "5"], "run3.log")
+    try:
+        assert proc.wait(240) == 0, (tmp_path / "run3.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    every = jsonl_ids(tmp_path / "verdicts.jsonl")
+    assert wait_until(lambda: set(every) <= set(sub.ids("/verdict")), 30)
+    sub.stop()
+
+    got = set(sub.ids("/verdict"))
+    current = sub.on("st1/verdict")
+    late = sub.on("late/verdict")
+    replayed = [m for m in late if m.json()["delivery"]["replayed"]]
+    print(
+        f"SIGKILL: emitted run 1 {len(first)} (broker down after {n_at_outage}), run 2 {len(second) - len(first)}, "
+        f"run 3 {len(every) - len(second)}; arrived {len(got & set(every))}/{len(every)} distinct "
+        f"({len(sub.ids('/verdict'))} messages); current {len(current)}, late {len(late)} "
+        f"(replayed after a restart {len(replayed)}); lost {len(set(every) - got)}"
+    )
+    assert not set(every) - got, f"lost: {sorted(set(every) - got)[:5]}"
+    for m in current:  # nothing stale presented as current
+        d = m.json()["delivery"]
+        assert not d["stale"] and not d["replayed"] and d["remaining_ms"] > 0
+    for m in late:
+        assert m.json()["delivery"]["stale"]
+    late_ids = {m.json()["result_id"] for m in late}
+    assert set(first[n_at_outage + 5:]) <= late_ids  # held by the outage and the kill: flagged, not current
+    assert {m.json()["result_id"] for m in replayed} <= set(second)  # replays are earlier runs' verdicts
+    assert [m.payload for m in sub.on("/state")][-1] == b"offline"  # run 3 closed cleanly
