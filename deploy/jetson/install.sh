@@ -352,7 +352,14 @@ fi
 say "config check and doctor"
 if ! skipped check; then
   if [ -x "$VENV/bin/edge-inspect" ] && [ -f "$ETC/station.yaml" ]; then
-    run "$VENV/bin/edge-inspect" config check "$ETC/station.yaml"
+    if ! run "$VENV/bin/edge-inspect" config check "$ETC/station.yaml"; then
+      if [ -z "$PREFIX" ] && systemctl is-active --quiet edge-inspect 2>/dev/null; then
+        note "config check failed while the service runs (it holds its own ports): the restart checks again"
+      else
+        echo "install.sh: fix $ETC/station.yaml (errors above), then run install.sh again" >&2
+        exit 1
+      fi
+    fi
     # findings only: a station without its camera connected yet is still worth installing
     run "$VENV/bin/edge-inspect" doctor --quick -c "$ETC/station.yaml" || note "doctor found problems (above)"
   else

@@ -93,6 +93,19 @@ def port_free(host: str, port: int) -> str | None:
     return None
 
 
+def edge_inspect_listening(host: str, port: int, timeout_s: float = 2.0) -> bool:
+    """Whether what holds host:port is a running edge-inspect (its /metrics: the metrics port or
+    the status page): then the port is taken by this service, not by a stranger."""
+    import urllib.request
+
+    probe = "127.0.0.1" if host in ("0.0.0.0", "") else ("[::1]" if host == "::" else host)
+    try:
+        with urllib.request.urlopen(f"http://{probe}:{port}/metrics", timeout=timeout_s) as r:
+            return b"edge_frames_in" in r.read(1 << 20)
+    except Exception:  # not HTTP, refused, another server: not ours
+        return False
+
+
 def check_ports(binds: list[tuple[str, str, int]]) -> list[Finding]:
     """Each (what, host, port) the service will listen on must be free (port 0: chosen at start)."""
     out: list[Finding] = []
@@ -103,6 +116,9 @@ def check_ports(binds: list[tuple[str, str, int]]) -> list[Finding]:
         problem = port_free(host, port)
         if problem is None:
             out.append(Finding("ports", "ok", f"{what}: {host}:{port} is free"))
+        elif problem.startswith("in use") and edge_inspect_listening(host, port):
+            out.append(Finding("ports", "ok", f"{what}: {host}:{port} is held by a running edge-inspect "
+                               "(this service; a second instance would need other ports)"))
         else:
             out.append(Finding("ports", "error", f"{what}: cannot listen on {host}:{port}: {problem}",
                                f"stop what holds it (ss -ltnp 'sport = :{port}') or change the port in the config"))

@@ -258,3 +258,26 @@ def test_an_opcua_server_sink_on_a_busy_port_is_an_error(
     assert err["what"].startswith(f"sinks[0] (opcua-server): cannot listen on 127.0.0.1:{port}")
     # its endpoint path ("edge-inspect") is a name, not a folder to check for space
     assert not any("sinks[0].path" in f["what"] for f in by(report, "disk"))
+
+
+def test_ports_held_by_the_running_service_itself_do_not_block(
+    tmp_path: Path, model_path: Path, demo_images: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """doctor on a live station: the metrics port is taken, by edge-inspect itself."""
+    from edge.app import build_service
+    from edge.config import load_config
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg_path = write_config(tmp_path, model_path, demo_images, metrics={"host": "127.0.0.1", "port": port})
+    cfg = load_config(cfg_path)
+    service = build_service(cfg)
+    service.start(serve_metrics=True, config=cfg)
+    try:
+        rc, report = doctor(capsys, "-c", str(cfg_path), "--quick")
+    finally:
+        service.stop()
+    assert rc == 0, [f for f in report["findings"] if f["level"] == "error"]
+    (held,) = [f for f in by(report, "ports", "ok") if f"127.0.0.1:{port}" in f["what"]]
+    assert "held by a running edge-inspect" in held["what"]
