@@ -32,7 +32,11 @@ def demo_config_dict(
 ) -> dict[str, object]:
     """The demo's config as a plain mapping (what a user would write in YAML).
 
-    A golden-reference model replays each board against its reference (`demo_data/references`).
+    A golden-reference model replays `demo_data/line`: each board under test and a good part
+    that is a second capture of it (defects repaired, then shifted up to 2 px, a gain, sensor
+    noise; `scripts/make_demo_captures.py`), each against its reference (`demo_data/references`),
+    with `reference_align` on. A frame-only model replays `demo_data/images` (boards under test
+    and the defect-free templates as good parts).
     """
     model_path = (model or default_model()).resolve()
     camera: dict[str, object] = {
@@ -44,7 +48,9 @@ def demo_config_dict(
         "labels": "yolo",
         "labels_dir": str(DEMO_DATA / "labels"),
     }
-    if read_model_info(model_path).reference_input:
+    reference = read_model_info(model_path).reference_input
+    if reference:
+        camera["path"] = str(DEMO_DATA / "line")
         camera["references"] = str(DEMO_DATA / "references")
     return {
         "version": "demo",
@@ -61,6 +67,8 @@ def demo_config_dict(
         "evidence": {"enabled": True, "pass_sample": 0.05},
         # the status page on 127.0.0.1 (None: off; 0: any free port)
         "web": {"enabled": web_port is not None, "port": web_port or 0},
+        # the line's parts sit up to a few px off their references: shift each reference onto its part
+        "reference_align": {"max_shift_px": 8 if reference else 0},
     }
 
 
