@@ -111,8 +111,8 @@ def heat_map(part_grey: np.ndarray, reference_grey: np.ndarray, floor: int = 24)
     diff = cv2.absdiff(part_grey, reference_grey)
     coloured = cv2.applyColorMap(cv2.convertScaleAbs(diff, alpha=2.0), cv2.COLORMAP_JET)
     out = cv2.cvtColor(cv2.convertScaleAbs(part_grey, alpha=0.45, beta=40), cv2.COLOR_GRAY2BGR)
-    mask = diff > floor
-    out[mask] = coloured[mask]
+    _, mask = cv2.threshold(diff, floor, 255, cv2.THRESH_BINARY)
+    cv2.copyTo(coloured, mask, out)  # OpenCV, not numpy masking: releases the GIL for the worker
     return out
 
 

@@ -57,6 +57,8 @@ class OperatorSurface:
             if evidence.enabled
             else None
         )
+        if web.enabled:  # FastAPI's import is heavy: done here, at build time, not while frames flow
+            import edge.web.app  # noqa: F401
         self.feed: LiveFeed | None = None
         self.server: WebServer | None = None
         self.deps: WebDeps | None = None

@@ -1,0 +1,272 @@
+"""Operator-surface cost benchmark: the pipeline with the web app, the audit trail and evidence
+on, against all three off, interleaved round by round in one process, on the same frames.
+
+- off: the pipeline alone (no sinks, no audit, no evidence, no web app).
+- on:  the audit trail (a durable sink: journal + audit database), evidence for every REJECT
+  and FAILSAFE and 5 % of PASS (one copy per frame into the pool, encoding on a background
+  thread), the web app on loopback with a live client connected to its event stream (`/api/v1/events`,
+  the status page's feed; `--browser` opens the real page in headless Chromium instead: that
+  puts a browser's rendering on the station's own CPU, which a tablet at the line does not).
+
+Each round runs, in ABBA order, a saturated run (replay paced by the pipeline, 2 frames in
+flight: throughput) and an unsaturated one (1 in flight: capture-to-verdict latency without
+queueing behind the frame ahead). Targets (issue 16): throughput on/off >= 0.97, p99 on - off
+<= 2 ms. Writes benchmarks/results/web.json and web.png.
+
+    .venv/bin/python benchmarks/web.py [--frames 300] [--rounds 3] [--engine onnxruntime] [--browser]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+MODEL = REPO / "models" / "pcb-ref-yolo11n-320.onnx"  # the demo's golden-reference model
+
+from edge.app import build_service  # noqa: E402
+from edge.config import parse_config  # noqa: E402
+from edge.demo import DEMO_DATA  # noqa: E402
+from edge.engines.model import read_model_info  # noqa: E402
+from edge.web.surface import OperatorSurface  # noqa: E402
+
+
+def make_config(engine: str, model: Path, in_flight: int, on: bool, state: Path) -> Any:
+    camera: dict[str, Any] = {
+        "type": "replay",
+        "name": "bench",
+        "path": str(DEMO_DATA / "images"),
+        "rate_ppm": 0,
+        "max_in_flight": in_flight,
+    }
+    if read_model_info(model).reference_input:
+        camera["references"] = str(DEMO_DATA / "references")
+    cfg: dict[str, Any] = {
+        "version": "bench",
+        "cameras": [camera],
+        "engine": {"type": engine, "model": str(model)},
+        "pipeline": {"budget_ms": 1000, "ring_slots": 8},
+        "sinks": [],
+        "metrics": {"port": 0},
+        "state_dir": str(state),
+        "audit": {"enabled": on},
+        "evidence": {"enabled": on, "pass_sample": 0.05, "min_free_mb": 0},
+        "web": {"enabled": on, "port": 0, "token_env": "EI_BENCH_TOKEN"},
+    }
+    return parse_config(yaml.safe_dump(cfg), "<bench>")
+
+
+def sse_client(url: str, stop: Any, counts: Any) -> None:
+    """A live client of the status page's event stream, in its own process (like a tablet)."""
+    import httpx
+
+    with httpx.Client(timeout=30) as c, c.stream("GET", url + "api/v1/events") as r:
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                counts.value += 1
+            if stop.is_set():
+                return
+
+
+class Client:
+    """What is connected to the page while the pipeline runs: an SSE client or a browser."""
+
+    def __init__(self, url: str, browser: bool) -> None:
+        self.url = url
+        self.browser = browser
+        self.events = multiprocessing.Value("i", 0)
+        self._stop = multiprocessing.Event()
+        self._proc: Any = None
+        self._driver: Any = None
+        self._profile: str | None = None
+
+    def __enter__(self) -> Client:
+        if self.browser:
+            from selenium import webdriver
+            from selenium.webdriver.chrome.service import Service
+
+            self._profile = tempfile.mkdtemp(prefix="ei-bench-chromium-")
+            o = webdriver.ChromeOptions()
+            o.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+            for a in (
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                f"--user-data-dir={self._profile}",
+            ):
+                o.add_argument(a)
+            self._driver = webdriver.Chrome(
+                service=Service(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=o
+            )
+            self._driver.get(self.url)
+        else:
+            self._proc = multiprocessing.Process(
+                target=sse_client, args=(self.url, self._stop, self.events), daemon=True
+            )
+            self._proc.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._driver is not None:
+            decided = self._driver.find_element("id", "decided").text
+            self.events.value = int(decided.replace(",", "")) if decided.replace(",", "").isdigit() else -1
+            self._driver.quit()
+            shutil.rmtree(self._profile or "", ignore_errors=True)
+        if self._proc is not None:
+            self._stop.set()
+            self._proc.join(5)
+            if self._proc.is_alive():
+                self._proc.terminate()
+
+
+def run(cfg: Any, frames: int, browser: bool) -> dict[str, Any]:
+    service = build_service(cfg, max_frames=frames)
+    p = service.pipeline
+    first: list[int] = []
+    last = [0]
+
+    def listener(v: Any, _frame: Any) -> None:
+        if not first:
+            first.append(v.captured_ns)
+        last[0] = v.decided_ns
+
+    p.subscribe(listener, "benchmark")
+    surface = next((c for c in service.components if isinstance(c, OperatorSurface)), None)
+    client: Client | None = None
+    service.start(serve_metrics=False)
+    try:
+        if surface is not None and surface.url:
+            client = Client(surface.url, browser).__enter__()
+        p.wait(900)
+    finally:
+        if client is not None:
+            client.__exit__()
+        summary = service.stop()
+    n = sum(summary["verdicts"].values())
+    out: dict[str, Any] = {
+        "fps": n / ((last[0] - first[0]) / 1e9),
+        "frames": n,
+        "latency_ms_p50": summary["latency_ms"]["p50"],
+        "latency_ms_p99": summary["latency_ms"]["p99"],
+        "engine_ms_p50": summary["engine_ms"]["p50"],
+        "verdicts": summary["verdicts"],
+        "exactly_once": summary["frames_in"] == n,
+    }
+    if surface is not None:
+        ev = surface.evidence.health() if surface.evidence is not None else {}
+        out["evidence"] = {k: ev.get(k) for k in ("taken", "written", "skipped_pool_full", "sampled_out")}
+        out["audit_rows"] = surface.store.count() if surface.store is not None else None
+        out["client_events"] = client.events.value if client is not None else None
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--engine", default="onnxruntime")
+    ap.add_argument("--model", type=Path, default=MODEL)
+    ap.add_argument("--browser", action="store_true", help="a headless Chromium on the page instead of an SSE client")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    args = ap.parse_args()
+    os.environ.setdefault("EI_BENCH_TOKEN", secrets.token_urlsafe(24))
+
+    rounds: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="ei-bench-web-") as tmp:
+        for r in range(args.rounds):
+            res: dict[str, Any] = {}
+            order = ("off", "on") if r % 2 == 0 else ("on", "off")  # ABBA: drift cancels
+            for mode, in_flight in (("saturated", 2), ("unsaturated", 1)):
+                for which in order if mode == "saturated" else tuple(reversed(order)):
+                    state = Path(tmp) / f"r{r}-{mode}-{which}"
+                    cfg = make_config(args.engine, args.model, in_flight, which == "on", state)
+                    res[f"{which}_{mode}"] = run(cfg, args.frames, args.browser)
+            ratio = res["on_saturated"]["fps"] / res["off_saturated"]["fps"]
+            dp99 = res["on_unsaturated"]["latency_ms_p99"] - res["off_unsaturated"]["latency_ms_p99"]
+            res["throughput_ratio"] = ratio
+            res["p99_delta_ms"] = dp99
+            rounds.append(res)
+            print(
+                f"round {r + 1}: throughput off {res['off_saturated']['fps']:.1f} / "
+                f"on {res['on_saturated']['fps']:.1f} fps (x{ratio:.3f}); "
+                f"p99 unsaturated off {res['off_unsaturated']['latency_ms_p99']:.1f} / "
+                f"on {res['on_unsaturated']['latency_ms_p99']:.1f} ms ({dp99:+.2f} ms); "
+                f"evidence {res['on_saturated']['evidence']}, client events {res['on_saturated']['client_events']}",
+                flush=True,
+            )
+    ratio = statistics.median(r["throughput_ratio"] for r in rounds)
+    dp99 = statistics.median(r["p99_delta_ms"] for r in rounds)
+    result = {
+        "benchmark": "web",
+        "host": {
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_at_end": os.getloadavg(),
+        },
+        "engine": args.engine,
+        "model": str(args.model),
+        "client": "headless chromium on /" if args.browser else "SSE client process on /api/v1/events",
+        "frames_per_run": args.frames,
+        "rounds": rounds,
+        "throughput_ratio_median": round(ratio, 4),
+        "p99_delta_ms_median": round(dp99, 3),
+        "targets": {"throughput_ratio": ">= 0.97", "p99_delta_ms": "<= 2.0"},
+        "met": {"throughput_ratio": ratio >= 0.97, "p99_delta_ms": dp99 <= 2.0},
+        "exactly_once": all(r[k]["exactly_once"] for r in rounds for k in r if isinstance(r[k], dict)),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "web.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, args.out / "web.png")
+    print(json.dumps({k: result[k] for k in ("throughput_ratio_median", "p99_delta_ms_median", "met")}))
+    return 0
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rounds = result["rounds"]
+    x = np.arange(len(rounds))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.bar(x - 0.2, [r["off_saturated"]["fps"] for r in rounds], 0.4, label="all off")
+    a.bar(x + 0.2, [r["on_saturated"]["fps"] for r in rounds], 0.4, label="web + audit + evidence on")
+    a.set_xticks(x, [f"round {i + 1}" for i in x])
+    a.set_ylabel("frames / s (saturated)")
+    a.set_title(f"throughput (median ratio {result['throughput_ratio_median']:.3f}, target >= 0.97)")
+    a.legend(loc="lower right")
+    b.bar(x - 0.2, [r["off_unsaturated"]["latency_ms_p99"] for r in rounds], 0.4, label="all off")
+    b.bar(x + 0.2, [r["on_unsaturated"]["latency_ms_p99"] for r in rounds], 0.4, label="on")
+    b.set_xticks(x, [f"round {i + 1}" for i in x])
+    b.set_ylabel("ms")
+    b.set_title(f"capture-to-verdict p99 (median delta {result['p99_delta_ms_median']:+.2f} ms, target <= +2)")
+    b.legend(loc="lower right")
+    fig.suptitle(f"edge-inspect operator surface cost ({result['engine']}, {result['client']})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
