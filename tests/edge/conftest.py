@@ -222,7 +222,29 @@ def run_without_modules(code: str, blocked: Sequence[str], cwd: Path) -> subproc
     return proc
 
 
+_ENGINE_WITHOUT = """
+from pathlib import Path
+from edge.errors import EngineUnavailableError
+from edge.registry import engine_registry
+engine = engine_registry().validate({section!r}).build(Path("."))
+assert not ATTEMPTED, f"importing and building the engine tried to import {{ATTEMPTED}}"
+try:
+    engine.load()
+except EngineUnavailableError as e:
+    assert {missing!r} in str(e), e
+else:
+    raise AssertionError("load() did not raise EngineUnavailableError")
+"""
+
+
+def check_engine_without(section: dict[str, Any], blocked: Sequence[str], missing: str) -> None:
+    """In a fresh interpreter where the `blocked` packages cannot be imported: the engine of
+    `section` (an `engine:` config section) imports, validates and builds without trying to import
+    any of them, and its `load()` raises EngineUnavailableError saying `missing`."""
+    run_without_modules(_ENGINE_WITHOUT.format(section=section, missing=missing), blocked, REPO)
+
+
 @pytest.fixture(scope="session")
-def without_modules() -> Callable[[str, Sequence[str]], subprocess.CompletedProcess[str]]:
-    """`run(code, blocked)`: `code` in a fresh interpreter where the `blocked` packages cannot be imported."""
-    return lambda code, blocked: run_without_modules(code, blocked, REPO)
+def engine_without_modules() -> Callable[[dict[str, Any], Sequence[str], str], None]:
+    """`check(section, blocked, missing)`: see `check_engine_without`."""
+    return check_engine_without

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -24,28 +24,16 @@ from edge.errors import EngineError, EngineUnavailableError
 from edge.onnx_edit.pixel_input import PIXEL_INPUT
 from edge.registry import engine_registry
 
-WithoutModules = Callable[[str, Sequence[str]], subprocess.CompletedProcess[str]]
+EngineWithout = Callable[[dict[str, Any], Sequence[str], str], None]
 
 
-def test_module_imports_without_tensorrt(without_modules: WithoutModules, model_path: Path, tmp_path: Path) -> None:
+def test_module_imports_without_tensorrt(
+    engine_without_modules: EngineWithout, model_path: Path, tmp_path: Path
+) -> None:
     """Without TensorRT, pycuda or torch the module imports, its config validates and builds, and
     `load()` says what is missing (in a fresh interpreter where importing them fails)."""
-    without_modules(
-        f"""
-from pathlib import Path
-from edge.engines.tensorrt import TensorRtEngineConfig
-from edge.errors import EngineUnavailableError
-engine = TensorRtEngineConfig(model={str(model_path)!r}, engine_cache_dir={str(tmp_path)!r}).build(Path("."))
-assert not ATTEMPTED, f"importing and building the engine tried to import {{ATTEMPTED}}"
-try:
-    engine.load()
-except EngineUnavailableError as e:
-    assert "TensorRT is not installed" in str(e), e
-else:
-    raise AssertionError("load() without TensorRT did not raise")
-""",
-        ["tensorrt", "pycuda", "torch"],
-    )
+    section = {"type": "tensorrt", "model": str(model_path), "engine_cache_dir": str(tmp_path)}
+    engine_without_modules(section, ["tensorrt", "pycuda", "torch"], "TensorRT is not installed")
 
 
 def test_config_validation() -> None:

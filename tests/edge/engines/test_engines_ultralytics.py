@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,28 +14,14 @@ import pytest
 from edge.engines.ultralytics import UltralyticsEngineConfig
 from edge.errors import EngineError, EngineUnavailableError
 
-WithoutModules = Callable[[str, Sequence[str]], subprocess.CompletedProcess[str]]
+EngineWithout = Callable[[dict[str, Any], Sequence[str], str], None]
 
 
-def test_module_imports_without_ultralytics_or_torch(without_modules: WithoutModules, model_path: Path) -> None:
+def test_module_imports_without_ultralytics_or_torch(engine_without_modules: EngineWithout, model_path: Path) -> None:
     """Without Ultralytics and torch the module imports and its engine builds; `load()` says what
     is missing (in a fresh interpreter where importing them fails)."""
-    without_modules(
-        f"""
-from pathlib import Path
-from edge.engines.ultralytics import UltralyticsEngineConfig
-from edge.errors import EngineUnavailableError
-engine = UltralyticsEngineConfig(model={str(model_path)!r}).build(Path("."))
-assert not ATTEMPTED, f"importing and building the engine tried to import {{ATTEMPTED}}"
-try:
-    engine.load()
-except EngineUnavailableError as e:
-    assert "ultralytics is not installed" in str(e), e
-else:
-    raise AssertionError("load() without ultralytics did not raise")
-""",
-        ["ultralytics", "torch", "torchvision"],
-    )
+    section = {"type": "ultralytics", "model": str(model_path)}
+    engine_without_modules(section, ["ultralytics", "torch", "torchvision"], "ultralytics is not installed")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("ultralytics") is not None, reason="ultralytics is installed")
