@@ -1,7 +1,7 @@
 """The container's station config, run by the real service on this host (no Docker engine here).
 
-Its image paths are mapped onto the checkout (/opt/edge-inspect/models -> models/, the demo
-images -> edge/demo_data, /var/lib/edge-inspect -> a temp folder) and its ports onto free
+Its image paths are mapped onto the checkout (/opt/edge-inspect -> the checkout, which the
+image holds as an editable install; /var/lib/edge-inspect -> a temp folder) and its ports onto free
 loopback ports; then `edge-inspect run` serves it and the Dockerfile's own HEALTHCHECK command
 is executed against it, as Docker would inside the container.
 """
@@ -42,8 +42,7 @@ def healthcheck_command(dockerfile: Path) -> list[str]:
 
 def container_config(tmp_path: Path) -> tuple[Path, int]:
     text = (DOCKER / "station.yaml").read_text()
-    text = text.replace("/opt/edge-inspect/models", str(REPO / "models"))
-    text = text.replace("/opt/edge-inspect/demo_data", str(REPO / "edge" / "demo_data"))
+    text = text.replace("/opt/edge-inspect", str(REPO))  # the image's code and models: the checkout
     text = text.replace("/var/lib/edge-inspect", str(tmp_path / "state"))
     data = yaml.safe_load(text)
     web_port = free_port()
