@@ -1,0 +1,160 @@
+"""Client mode against a small asyncua server standing in for the PLC (its tags and its handshake:
+it copies each new sequence into the ack tag), restarted mid-stream. Every current verdict is
+written and acknowledged, no stale one is ever written into the tags."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from asyncua import Server, ua
+
+from edge.ioloop import IoLoop
+from edge.registry import sink_registry
+from plc.opcua_client import OpcUaClientSink, OpcUaClientSinkConfig
+from tests.plc.peers import free_port, make_verdict, wait_until
+
+TAGS = {
+    "VerdictCode": (ua.VariantType.Int16, 0),
+    "PartId": (ua.VariantType.String, ""),
+    "ResultId": (ua.VariantType.String, ""),
+    "Deadline": (ua.VariantType.DateTime, dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)),
+    "Sequence": (ua.VariantType.UInt32, 0),
+    "Ack": (ua.VariantType.UInt32, 0),
+    "StaleCount": (ua.VariantType.UInt32, 0),
+}
+
+
+class PlcStandIn:
+    """An asyncua server with a DB of tags; on every new Sequence it records the verdict and acks it.
+
+    Its tag values survive a restart (like a PLC's retained data block)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.loop = IoLoop("plc-standin")
+        self.received: list[dict[str, Any]] = []
+        self.values: dict[str, Any] = {k: v for k, (_, v) in TAGS.items()}
+        self.lock = threading.Lock()
+        self.server: Server | None = None
+
+    def start(self) -> None:
+        self.loop.start()
+        self.loop.run_sync(self._start(), 60)
+
+    def stop(self) -> None:
+        self.loop.run_sync(self._stop(), 30)
+        self.loop.stop()
+
+    async def _start(self) -> None:
+        server = Server()
+        await server.init()
+        server.set_endpoint(f"opc.tcp://127.0.0.1:{self.port}/plc")
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        ns = await server.register_namespace("urn:test:plc")
+        db = await server.nodes.objects.add_object(ua.NodeId("DB_Vision", ns), "DB_Vision")
+        self.nodes = {}
+        for name, (vtype, _) in TAGS.items():
+            node = await db.add_variable(ua.NodeId(f"DB_Vision.{name}", ns), name, ua.Variant(self.values[name], vtype))
+            await node.set_writable()
+            self.nodes[name] = node
+        await server.start()
+        self.server = server
+        sub = await server.create_subscription(1, self)
+        await sub.subscribe_data_change(self.nodes["Sequence"])
+
+    async def _stop(self) -> None:
+        assert self.server is not None
+        for name, node in self.nodes.items():
+            self.values[name] = await node.read_value()
+        await self.server.stop()
+        self.server = None
+
+    def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
+        if not val or self.server is None or val == self.values.get("Sequence"):
+            return  # (the subscription's first notification repeats the retained value)
+        self.values["Sequence"] = val
+        srv = self.server
+        read = {n: srv.read_attribute_value(self.nodes[n].nodeid).Value.Value for n in ("VerdictCode", "ResultId")}
+        with self.lock:
+            self.received.append({"sequence": val, **read})
+        asyncio.get_running_loop().create_task(self.nodes["Ack"].write_value(ua.Variant(val, ua.VariantType.UInt32)))
+
+    def ids(self) -> list[str]:
+        with self.lock:
+            return [r["ResultId"] for r in self.received]
+
+
+def test_client_mode_writes_every_current_verdict_through_a_plc_restart(tmp_path: Path) -> None:
+    port = free_port()
+    plc = PlcStandIn(port)
+    plc.start()
+    loop = IoLoop("service-io")
+    loop.start()
+    tags = {k: f"ns=2;s=DB_Vision.{v}" for k, v in (
+        ("verdict_code", "VerdictCode"), ("part_id", "PartId"), ("result_id", "ResultId"), ("deadline", "Deadline"),
+        ("sequence", "Sequence"), ("ack", "Ack"), ("stale_count", "StaleCount"))}
+    cfg = {
+        "type": "opcua-client",
+        "url": f"opc.tcp://127.0.0.1:{port}/plc",
+        "tags": tags,
+        "ack_timeout_s": 2.0,
+        "connect_timeout_s": 2.0,
+        "journal": {"path": str(tmp_path / "journal.sqlite"), "retry_initial_s": 0.1, "retry_max_s": 0.5},
+    }
+    model = sink_registry().model("opcua-client")
+    assert model is OpcUaClientSinkConfig
+    sink = model.model_validate(cfg).build(tmp_path)  # type: ignore[attr-defined]
+    assert isinstance(sink, OpcUaClientSink)
+    sink.ioloop = loop  # what bind(ctx) does in the service
+    sink.start()
+    current: list[str] = []
+    stale: list[str] = []
+    try:
+        for i in range(30):
+            v = make_verdict(i, "REJECT" if i % 3 == 0 else "PASS", budget_ms=30_000)
+            sink.submit(v)
+            current.append(v.result_id)
+            time.sleep(0.02)
+        late = make_verdict(30, "REJECT", decided_after_ms=300.0)  # decided after its deadline
+        sink.submit(late)
+        stale.append(late.result_id)
+        assert wait_until(lambda: len(plc.ids()) == 30, 60), (len(plc.ids()), sink.health())
+        plc.stop()  # the PLC restarts mid-stream
+        for i in range(31, 51):
+            v = make_verdict(i, "PASS", budget_ms=30_000)
+            sink.submit(v)
+            current.append(v.result_id)
+        for i in range(51, 56):  # these parts pass the ejector while the PLC is away
+            v = make_verdict(i, "REJECT", budget_ms=300)
+            sink.submit(v)
+            stale.append(v.result_id)
+        assert wait_until(lambda: not sink.health()["live"], 20)
+        time.sleep(1.0)
+        plc.loop = IoLoop("plc-standin-2")  # the same stand-in: its tag values are retained
+        plc.start()
+        assert wait_until(lambda: set(current) <= set(plc.ids()), 60), (len(plc.ids()), sink.health())
+        assert wait_until(lambda: sink.health()["backlog"] == 0, 30)
+    finally:
+        sink.close(timeout=10)
+        loop.stop()
+    got = plc.ids()
+    seqs = [r["sequence"] for r in plc.received]
+    h = sink.health()
+    plc.stop()
+    stale_tag = plc.values["StaleCount"]
+    print(
+        f"PLC restart: injected {len(current)} current + {len(stale)} stale, PLC received {len(got)} writes "
+        f"({len(set(got) & set(current))} distinct current), stale written {len(set(got) & set(stale))}, "
+        f"stale skipped {h['stale_skipped']} (tag {stale_tag}), acked {h['acked']}, ack timeouts {h['ack_timeouts']}"
+    )
+    assert set(current) <= set(got), "lost"
+    assert not set(got) & set(stale), "a stale verdict was written into the PLC's tags"
+    assert h["stale_skipped"] == len(stale) and stale_tag == len(stale)
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)  # a new sequence for every write, never repeated
+    codes = {r["ResultId"]: r["VerdictCode"] for r in plc.received}
+    assert codes[current[0]] == 2 and codes[current[1]] == 1
