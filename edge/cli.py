@@ -253,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     from edge.doctor.cli import add_doctor_command
 
     add_doctor_command(sub)
+    from plc.cli import add_certs_command
+
+    add_certs_command(sub)
     return p
 
 
