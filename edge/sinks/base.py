@@ -242,7 +242,3 @@ class BestEffortSink:
                 self._guarded(self.reopen, "reopen")
         self.counters.count(dropped=1)
         self._errlog.drop()
-
-
-# Kept for plugins written against the first sink API.
-QueuedSink = BestEffortSink
