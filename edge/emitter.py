@@ -4,8 +4,11 @@ Called by the ring outside its lock, in whichever thread won the gate (inference
 deadline watchdog, or a camera thread for frames refused at the door), before the frame's buffer
 goes back to the camera. Fan-out order: every sink's `submit` (non-blocking), the statistics,
 the metrics, then the subscribers, which still see the camera's buffer (`frame.array`) and may
-copy what they need. A fan-out lock keeps verdicts in decision order for every consumer; no
-consumer ever runs under the ring's lock.
+copy what they need. No consumer runs under the ring's lock, and none under a lock of the
+emitter either: the worker and the watchdog may fan out at the same time, so one slow consumer
+never holds back another frame's verdict. Sinks and subscribers must therefore be thread-safe
+(sinks hand over through their own queues), and two verdicts decided a moment apart may reach a
+consumer in either order (each carries its `decided_ns`).
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ class VerdictEmitter:
         self.recipe = ""
         self._subs: tuple[Subscription, ...] = ()  # copy-on-write: read without a lock
         self._subs_lock = threading.Lock()
-        self._fan_lock = threading.Lock()
+        self._count_lock = threading.Lock()
         self._warn = DropWarner("subscribers", "subscriber raised on")
         self.emitted = 0
         self.last_emit_ns = 0
@@ -128,31 +131,34 @@ class VerdictEmitter:
         now = time.monotonic_ns()
         verdict, engine_ms = self.build(d, now)
         frame = d.frame
-        with self._fan_lock:
-            for s in self.sinks:
-                try:
-                    s.submit(verdict)
-                except Exception:  # submit must not raise; one that does must not cost the others
-                    log.exception("sink %s raised in submit for %s", s.name, verdict.result_id)
-            self.stats.record(verdict, frame.truth.defective if frame.truth is not None else None, engine_ms)
-            m = self.metrics
-            m.verdict(frame.camera, verdict.verdict, verdict.failsafe_reason)
-            lat = verdict.latencies_ms
-            if engine_ms is not None:
-                m.stage("queue", lat["queue"] / 1e3)
-                m.stage("preprocess", lat["preprocess"] / 1e3)
-                m.stage("infer", engine_ms / 1e3)
-                m.stage("postprocess", lat["postprocess"] / 1e3)
-            m.stage("total", lat["total"] / 1e3)
-            m.margin(verdict.margin_ms / 1e3)
-            for sub in self._subs:
-                try:
-                    sub.listener(verdict, frame)
-                    sub.calls += 1
-                except Exception:
-                    sub.errors += 1
-                    self._warn.drop()
-                    log.debug("subscriber %s failed on %s", sub.name, verdict.result_id, exc_info=True)
+        for s in self.sinks:
+            try:
+                s.submit(verdict)
+            except Exception:  # submit must not raise; one that does must not cost the others
+                log.exception("sink %s raised in submit for %s", s.name, verdict.result_id)
+        self.stats.record(verdict, frame.truth.defective if frame.truth is not None else None, engine_ms)
+        m = self.metrics
+        m.verdict(frame.camera, verdict.verdict, verdict.failsafe_reason)
+        lat = verdict.latencies_ms
+        if engine_ms is not None:
+            m.stage("queue", lat["queue"] / 1e3)
+            m.stage("preprocess", lat["preprocess"] / 1e3)
+            m.stage("infer", engine_ms / 1e3)
+            m.stage("postprocess", lat["postprocess"] / 1e3)
+        m.stage("total", lat["total"] / 1e3)
+        m.margin(verdict.margin_ms / 1e3)
+        for sub in self._subs:
+            try:
+                sub.listener(verdict, frame)
+                ok = True
+            except Exception:
+                ok = False
+                self._warn.drop()
+                log.debug("subscriber %s failed on %s", sub.name, verdict.result_id, exc_info=True)
+            with self._count_lock:
+                sub.calls += 1
+                sub.errors += 0 if ok else 1
+        with self._count_lock:
             self.emitted += 1
             self.last_emit_ns = now
         return verdict
