@@ -77,13 +77,20 @@ def _preflight(cfg: Any) -> None:
     from edge.preflight import preflight
 
     problems = preflight(cfg)
+    where = cfg.path if cfg.path is not None else "config"
+    if len(problems) == 1:  # one clear line (a port in use, a missing model)
+        raise ConfigError(f"{where}: {problems[0]}")
     if problems:
-        where = cfg.path if cfg.path is not None else "config"
         raise ConfigError(f"{where}: {len(problems)} error(s)\n  " + "\n  ".join(problems), problems)
 
 
 def _run_service(
-    cfg: Any, max_frames: int | None, summary_json: Path | None, show_status: bool, serve_after: bool = False
+    cfg: Any,
+    max_frames: int | None,
+    summary_json: Path | None,
+    show_status: bool,
+    serve_after: bool = False,
+    extra_summary: Any = None,
 ) -> int:
     from edge.app import build_service
     from edge.sdnotify import ServiceWatchdog
@@ -120,6 +127,8 @@ def _run_service(
     finally:
         watchdog.stop()
         summary = service.stop()
+        if extra_summary is not None:  # the demo's own PLC subscribers (plc.demo_harness)
+            summary.update(extra_summary(summary))
         if status:
             status.stop()
         for s, h in previous.items():
@@ -152,18 +161,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from edge.demo import demo_config
+    from plc.demo_harness import PlcDemo
 
-    cfg = demo_config(
-        out_dir=args.out,
-        engine=args.engine,
-        model=args.model,
-        rate_ppm=args.rate_ppm,
-        metrics_port=args.metrics_port,
-        web_port=None if args.no_web else args.web_port,
-    )
     _setup_logging(args.log_level or "INFO", quiet_status=True)
-    log.info("demo: %s frames from the bundled PCB images, verdicts in %s", args.frames or "unlimited", args.out)
-    return _run_service(cfg, args.frames, args.summary_json, show_status=True, serve_after=args.serve_after)
+    plc = PlcDemo(args.out).start()  # local mosquitto + the demo's own MQTT and OPC UA subscribers
+    try:
+        cfg = demo_config(
+            out_dir=args.out,
+            engine=args.engine,
+            model=args.model,
+            rate_ppm=args.rate_ppm,
+            metrics_port=args.metrics_port,
+            web_port=None if args.no_web else args.web_port,
+            extra_sinks=plc.sinks(),
+        )
+        log.info("demo: %s frames from the bundled PCB images, verdicts in %s", args.frames or "unlimited", args.out)
+        return _run_service(cfg, args.frames, args.summary_json, show_status=True, serve_after=args.serve_after,
+                            extra_summary=lambda s: {"plc": plc.summary(s)})
+    finally:
+        plc.stop()
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:

@@ -217,6 +217,7 @@ def test_config_check_refuses_what_run_refuses_with_the_same_message(
         if held is not None:
             held.close()
     assert expect in run_err, run_err
+    assert len(run_err.strip().splitlines()) == 1, run_err  # one clear line
     assert "Traceback" not in run_err and "Traceback" not in check_err
     assert "loaded" not in run_err  # refused before the model was loaded
     problem = [ln.strip() for ln in check_err.splitlines() if expect in ln][0]
