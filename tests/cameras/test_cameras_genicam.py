@@ -22,7 +22,7 @@ from harvesters.core import ImageAcquirer
 from cameras import genicam as gc
 from cameras.base import Camera, Frame
 from cameras.genicam import GenICamCamera, GenICamCameraConfig
-from edge.errors import CameraError, CameraLostError, CameraNodeError
+from edge.errors import CameraError, CameraFatalError, CameraLostError, CameraNodeError
 from edge.registry import camera_registry
 
 
@@ -64,6 +64,15 @@ def test_a_missing_cti_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(CameraError, match="nope.cti") as err:
         built.open()
     assert not isinstance(err.value, CameraLostError)
+    assert isinstance(err.value, CameraFatalError)  # permanent: the acquisition stops, it does not retry
+
+
+def test_permanent_and_transient_errors_are_told_apart(cams: list[GenICamCamera]) -> None:
+    with pytest.raises(CameraFatalError):  # a node the device lacks: settings it will never take
+        _open(cams, node_overrides={"BouncingBallSise": 10})
+    with pytest.raises(CameraLostError) as err:  # a device that is not there now: retried
+        _open(cams, device="nope")
+    assert not isinstance(err.value, CameraFatalError)
 
 
 def test_nodes_are_written_and_frames_are_read_only_views_on_gentl_buffers(cams: list[GenICamCamera]) -> None:
