@@ -277,4 +277,3 @@ class ServiceWatchdog:
         elif self.notifier.enabled:
             self.notifier.send(STOPPING=1)
         self.notifier.close()
-

@@ -37,8 +37,14 @@ def run_doctor(config: Path | None, quick: bool = False, host: Host | None = Non
     findings += check_packages()
     cfg = None
     if config is None:
-        findings.append(Finding("config", "warn", "no config given (and none at /etc/edge-inspect/station.yaml): "
-                                "host checks only", "edge-inspect doctor -c /path/to/station.yaml"))
+        findings.append(
+            Finding(
+                "config",
+                "warn",
+                "no config given (and none at /etc/edge-inspect/station.yaml): host checks only",
+                "edge-inspect doctor -c /path/to/station.yaml",
+            )
+        )
     else:
         found, cfg = check_config(config)
         findings += found
@@ -57,8 +63,14 @@ def run_doctor(config: Path | None, quick: bool = False, host: Host | None = Non
         seen: dict[tuple[str, int], str] = {}
         for what, h, port in binds:
             if port and (h, port) in seen:
-                findings.append(Finding("ports", "error", f"{what} and {seen[(h, port)]} both listen on {h}:{port}",
-                                        "give each listener its own port"))
+                findings.append(
+                    Finding(
+                        "ports",
+                        "error",
+                        f"{what} and {seen[(h, port)]} both listen on {h}:{port}",
+                        "give each listener its own port",
+                    )
+                )
             seen[(h, port)] = what
         if not quick:
             findings += [check_reachable(what, h, port) for what, h, port in peers(cfg)]

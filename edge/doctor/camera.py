@@ -49,8 +49,11 @@ def matches(device_info: Any, index: int, want: str | int | None) -> bool:
         return True
     if isinstance(want, int):
         return index == want
-    return want in (_info(device_info, "serial_number"), _info(device_info, "id_"),
-                    _info(device_info, "user_defined_name"))
+    return want in (
+        _info(device_info, "serial_number"),
+        _info(device_info, "id_"),
+        _info(device_info, "user_defined_name"),
+    )
 
 
 def list_devices(cti: Path) -> list[Any]:
@@ -71,8 +74,14 @@ def check_producers(env: Mapping[str, str]) -> list[Finding]:
     if on_path:
         out.append(Finding("camera", "ok", f"GenTL producers on {GENTL_ENV}: " + ", ".join(str(p) for p in on_path)))
     else:
-        out.append(Finding("camera", "ok", f"no GenTL producer registered on {GENTL_ENV} "
-                           "(set by a camera vendor's SDK; a camera's cti: may name one directly)"))
+        out.append(
+            Finding(
+                "camera",
+                "ok",
+                f"no GenTL producer registered on {GENTL_ENV} "
+                "(set by a camera vendor's SDK; a camera's cti: may name one directly)",
+            )
+        )
     if bundled is not None:
         out.append(Finding("camera", "ok", f"GenTL simulator bundled with genicam: {bundled}"))
     return out
@@ -92,8 +101,14 @@ def check_cameras(cameras: Sequence[Any], base_dir: Path, env: Mapping[str, str]
             if path.exists():
                 out.append(Finding("camera", "ok", f"camera {name}: replay source {path} exists"))
             else:
-                out.append(Finding("camera", "error", f"camera {name}: replay source {path} does not exist",
-                                   "fix cameras[].path (relative paths are relative to the config file)"))
+                out.append(
+                    Finding(
+                        "camera",
+                        "error",
+                        f"camera {name}: replay source {path} does not exist",
+                        "fix cameras[].path (relative paths are relative to the config file)",
+                    )
+                )
             continue
         if kind != "genicam":
             out.append(Finding("camera", "ok", f"camera {name}: type {kind} (not checked here)"))
@@ -101,16 +116,28 @@ def check_cameras(cameras: Sequence[Any], base_dir: Path, env: Mapping[str, str]
         if cam.cti is None:
             cti = bundled_producer()
             if cti is None:
-                out.append(Finding("camera", "error", f"camera {name}: no cti: given and genicam bundles no simulator",
-                                   f"set cti: to your vendor's producer (see {GENTL_ENV})"))
+                out.append(
+                    Finding(
+                        "camera",
+                        "error",
+                        f"camera {name}: no cti: given and genicam bundles no simulator",
+                        f"set cti: to your vendor's producer (see {GENTL_ENV})",
+                    )
+                )
                 continue
         else:
             cti = Path(cam.cti).expanduser()
             cti = cti if cti.is_absolute() else base_dir / cti
             if not cti.is_file():
                 known = ", ".join(str(p) for p in producers_on_path(env)) or "none registered"
-                out.append(Finding("camera", "error", f"camera {name}: GenTL producer {cti} does not exist",
-                                   f"install the camera vendor's GenTL producer, or point cti: at one ({known})"))
+                out.append(
+                    Finding(
+                        "camera",
+                        "error",
+                        f"camera {name}: GenTL producer {cti} does not exist",
+                        f"install the camera vendor's GenTL producer, or point cti: at one ({known})",
+                    )
+                )
                 continue
         if quick:
             out.append(Finding("camera", "ok", f"camera {name}: producer {cti} present (devices not probed: --quick)"))
@@ -118,8 +145,14 @@ def check_cameras(cameras: Sequence[Any], base_dir: Path, env: Mapping[str, str]
         try:
             devices = list_devices(cti)
         except Exception as exc:
-            out.append(Finding("camera", "error", f"camera {name}: cannot load GenTL producer {cti}: {exc}",
-                               "check the producer matches this CPU architecture and its SDK is installed"))
+            out.append(
+                Finding(
+                    "camera",
+                    "error",
+                    f"camera {name}: cannot load GenTL producer {cti}: {exc}",
+                    "check the producer matches this CPU architecture and its SDK is installed",
+                )
+            )
             continue
         want = cam.device
         hit = [describe(d) for i, d in enumerate(devices) if matches(d, i, want)]
@@ -128,11 +161,15 @@ def check_cameras(cameras: Sequence[Any], base_dir: Path, env: Mapping[str, str]
             out.append(Finding("camera", "ok", f"camera {name}: {hit[0]} reachable via {cti.name}"))
         else:
             target = "any device" if want is None else f"device {want!r}"
-            out.append(Finding(
-                "camera", "error", f"camera {name}: {target} not found via {cti.name} (devices: {listing})",
-                "check cabling/power and the camera's IP subnet (GigE: same subnet as the NIC), or fix "
-                "cameras[].device (serial, id, user-defined name or index)",
-            ))
+            out.append(
+                Finding(
+                    "camera",
+                    "error",
+                    f"camera {name}: {target} not found via {cti.name} (devices: {listing})",
+                    "check cabling/power and the camera's IP subnet (GigE: same subnet as the NIC), or fix "
+                    "cameras[].device (serial, id, user-defined name or index)",
+                )
+            )
     return out
 
 

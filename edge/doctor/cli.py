@@ -21,9 +21,15 @@ def add_doctor_command(sub: Any) -> None:
         "doctor",
         help="check this host and the station config; print what to fix (exit 1 if something blocks a run)",
     )
-    p.add_argument("-c", "--config", type=Path, default=None,
-                   help="station config (default: $EDGE_INSPECT_CONFIG or /etc/edge-inspect/station.yaml)")
+    p.add_argument(
+        "-c",
+        "--config",
+        type=Path,
+        default=None,
+        help="station config (default: $EDGE_INSPECT_CONFIG or /etc/edge-inspect/station.yaml)",
+    )
     p.add_argument("--json", action="store_true", help="findings as JSON")
-    p.add_argument("--quick", action="store_true",
-                   help="skip slow checks (camera enumeration, model hashing, peer connections)")
+    p.add_argument(
+        "--quick", action="store_true", help="skip slow checks (camera enumeration, model hashing, peer connections)"
+    )
     p.set_defaults(func=cmd_doctor)

@@ -20,8 +20,14 @@ def check_python() -> list[Finding]:
     v = sys.version_info
     text = f"Python {v.major}.{v.minor}.{v.micro} ({sys.executable})"
     if (v.major, v.minor) < (3, 10):
-        return [Finding("python", "error", text + ": edge-inspect needs 3.10 or newer",
-                        "use the system Python 3.10 of JetPack 6 / Ubuntu 22.04, or newer")]
+        return [
+            Finding(
+                "python",
+                "error",
+                text + ": edge-inspect needs 3.10 or newer",
+                "use the system Python 3.10 of JetPack 6 / Ubuntu 22.04, or newer",
+            )
+        ]
     return [Finding("python", "ok", text)]
 
 
@@ -60,8 +66,14 @@ def check_packages() -> list[Finding]:
     try:
         own = importlib.metadata.version(DIST)
     except importlib.metadata.PackageNotFoundError:
-        return [Finding("packages", "error", f"{DIST} is not installed in {sys.prefix}",
-                        "pip install -e '.[cpu]' in the checkout (or run deploy/jetson/install.sh)")]
+        return [
+            Finding(
+                "packages",
+                "error",
+                f"{DIST} is not installed in {sys.prefix}",
+                "pip install -e '.[cpu]' in the checkout (or run deploy/jetson/install.sh)",
+            )
+        ]
     bad: list[str] = []
     fine: list[str] = []
     for req in _requirements():
@@ -76,14 +88,26 @@ def check_packages() -> list[Finding]:
         else:
             fine.append(f"{name} {have}")
     if bad:
-        out.append(Finding("packages", "error", f"{DIST} {own}: " + "; ".join(bad),
-                           f"{sys.executable} -m pip install -e '.[cpu]' (on Jetson: deploy/jetson/install.sh)"))
+        out.append(
+            Finding(
+                "packages",
+                "error",
+                f"{DIST} {own}: " + "; ".join(bad),
+                f"{sys.executable} -m pip install -e '.[cpu]' (on Jetson: deploy/jetson/install.sh)",
+            )
+        )
     else:
         out.append(Finding("packages", "ok", f"{DIST} {own}: {len(fine)} runtime dependencies present"))
     engines = [r for r, mod in ENGINE_MODULES.items() if importlib.util.find_spec(mod) is not None]
     if not engines:
-        out.append(Finding("packages", "error", "no inference runtime installed (onnxruntime, openvino, tensorrt)",
-                           "pip install -e '.[cpu]' (ONNX Runtime + OpenVINO); on a GPU host also '.[gpu]'"))
+        out.append(
+            Finding(
+                "packages",
+                "error",
+                "no inference runtime installed (onnxruntime, openvino, tensorrt)",
+                "pip install -e '.[cpu]' (ONNX Runtime + OpenVINO); on a GPU host also '.[gpu]'",
+            )
+        )
     else:
         versions = []
         for r in engines:
@@ -93,8 +117,14 @@ def check_packages() -> list[Finding]:
                 versions.append(f"{r} (system)")
         out.append(Finding("packages", "ok", "inference runtimes: " + ", ".join(versions)))
     if importlib.util.find_spec("torch") is not None:
-        out.append(Finding("packages", "warn", "torch is installed in the service's environment (not needed to run)",
-                           "keep torch in a separate training environment; the runtime never imports it"))
+        out.append(
+            Finding(
+                "packages",
+                "warn",
+                "torch is installed in the service's environment (not needed to run)",
+                "keep torch in a separate training environment; the runtime never imports it",
+            )
+        )
     return out
 
 
@@ -153,21 +183,37 @@ def check_gpu(host: Host, need_tensorrt: bool) -> list[Finding]:
     pycuda = importlib.util.find_spec("pycuda") is not None
     level_missing: Level = "error" if need_tensorrt else "ok"
     if not gpus:
-        return [Finding("gpu", level_missing, "no NVIDIA GPU visible: engines run on the CPU "
-                        "(engine type auto picks OpenVINO or ONNX Runtime)",
-                        "engine.type: tensorrt needs an NVIDIA GPU; use auto, openvino or onnxruntime here"
-                        if need_tensorrt else None)]
+        return [
+            Finding(
+                "gpu",
+                level_missing,
+                "no NVIDIA GPU visible: engines run on the CPU (engine type auto picks OpenVINO or ONNX Runtime)",
+                "engine.type: tensorrt needs an NVIDIA GPU; use auto, openvino or onnxruntime here"
+                if need_tensorrt
+                else None,
+            )
+        ]
     driver = cuda_driver_version(host)
     out = [Finding("gpu", "ok", f"NVIDIA GPU: {', '.join(gpus)}" + (f" (driver {driver})" if driver else ""))]
     if trt is None:
-        out.append(Finding("tensorrt", "error" if need_tensorrt else "warn",
-                           "TensorRT is not importable: the GPU goes unused (CPU engines run instead)",
-                           "Jetson: sudo apt install python3-libnvinfer (JetPack) and a venv with "
-                           "--system-site-packages; x86: pip install -e '.[gpu]'"))
+        out.append(
+            Finding(
+                "tensorrt",
+                "error" if need_tensorrt else "warn",
+                "TensorRT is not importable: the GPU goes unused (CPU engines run instead)",
+                "Jetson: sudo apt install python3-libnvinfer (JetPack) and a venv with "
+                "--system-site-packages; x86: pip install -e '.[gpu]'",
+            )
+        )
     elif not pycuda:
-        out.append(Finding("tensorrt", "error" if need_tensorrt else "warn",
-                           f"TensorRT {trt} found but pycuda is not installed (the engine needs it)",
-                           "pip install pycuda (needs the CUDA toolkit headers: cuda-nvcc / cuda-cudart-dev)"))
+        out.append(
+            Finding(
+                "tensorrt",
+                "error" if need_tensorrt else "warn",
+                f"TensorRT {trt} found but pycuda is not installed (the engine needs it)",
+                "pip install pycuda (needs the CUDA toolkit headers: cuda-nvcc / cuda-cudart-dev)",
+            )
+        )
     else:
         out.append(Finding("tensorrt", "ok", f"TensorRT {trt} with pycuda"))
     return out
@@ -184,12 +230,21 @@ def check_jetson(host: Host) -> list[Finding]:
         release = "unknown L4T release"
     out = [Finding("jetson", "ok", f"{model}, {release}")]
     if "R36" not in release:
-        out.append(Finding("jetson", "warn", f"{release}: the installer and images target JetPack 6 (L4T r36)",
-                           "flash JetPack 6.x (L4T r36)"))
+        out.append(
+            Finding(
+                "jetson",
+                "warn",
+                f"{release}: the installer and images target JetPack 6 (L4T r36)",
+                "flash JetPack 6.x (L4T r36)",
+            )
+        )
     nvpmodel = shutil.which("nvpmodel")
     if nvpmodel is None:
-        out.append(Finding("jetson", "warn", "nvpmodel not found: cannot read the power mode",
-                           "sudo apt install nvidia-l4t-tools"))
+        out.append(
+            Finding(
+                "jetson", "warn", "nvpmodel not found: cannot read the power mode", "sudo apt install nvidia-l4t-tools"
+            )
+        )
         return out
     try:
         text = subprocess.run([nvpmodel, "-q"], capture_output=True, text=True, timeout=10).stdout
@@ -201,8 +256,14 @@ def check_jetson(host: Host) -> list[Finding]:
     if "MAXN" in mode.upper():
         out.append(Finding("jetson", "ok", f"power mode {mode}"))
     else:
-        out.append(Finding("jetson", "warn", f"power mode {mode}: not the maximum, inference is slower and varies",
-                           "sudo nvpmodel -m 0 && sudo jetson_clocks (or enable edge-inspect-clocks.service)"))
+        out.append(
+            Finding(
+                "jetson",
+                "warn",
+                f"power mode {mode}: not the maximum, inference is slower and varies",
+                "sudo nvpmodel -m 0 && sudo jetson_clocks (or enable edge-inspect-clocks.service)",
+            )
+        )
     return out
 
 

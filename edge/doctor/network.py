@@ -45,18 +45,28 @@ def check_network(host: Host, gige: bool) -> list[Finding]:
     out: list[Finding] = []
     nics = [n for n in physical_nics(host) if n[2] == "up"]
     if not nics:
-        out.append(Finding("network", level, "no wired interface is up" + ("" if gige else f" ({why})"),
-                           "connect the camera NIC and bring it up" if gige else None))
+        out.append(
+            Finding(
+                "network",
+                level,
+                "no wired interface is up" + ("" if gige else f" ({why})"),
+                "connect the camera NIC and bring it up" if gige else None,
+            )
+        )
     for name, mtu, _ in nics:
         if mtu >= GIGE_MTU:
             out.append(Finding("network", "ok", f"{name}: MTU {mtu} (jumbo frames)"))
         else:
-            out.append(Finding(
-                "network", level, f"{name}: MTU {mtu}, below {GIGE_MTU} ({why}): more packets per frame, "
-                "more CPU, dropped packets at high frame rates",
-                f"on the camera NIC: sudo ip link set dev {name} mtu {GIGE_MTU}; permanently: "
-                "deploy/jetson/install.sh --gige-nic " + name + " (networkd/NetworkManager snippet)",
-            ))
+            out.append(
+                Finding(
+                    "network",
+                    level,
+                    f"{name}: MTU {mtu}, below {GIGE_MTU} ({why}): more packets per frame, "
+                    "more CPU, dropped packets at high frame rates",
+                    f"on the camera NIC: sudo ip link set dev {name} mtu {GIGE_MTU}; permanently: "
+                    "deploy/jetson/install.sh --gige-nic " + name + " (networkd/NetworkManager snippet)",
+                )
+            )
     core = host.proc_root / "sys" / "net" / "core"
     for key in ("rmem_max", "rmem_default"):
         value = _read_int(core / key)
@@ -65,12 +75,16 @@ def check_network(host: Host, gige: bool) -> list[Finding]:
         elif value >= RMEM_WANT:
             out.append(Finding("network", "ok", f"net.core.{key} = {value} ({value >> 20} MiB)"))
         else:
-            out.append(Finding(
-                "network", level, f"net.core.{key} = {value} ({value >> 10} KiB), below {RMEM_WANT >> 20} MiB "
-                f"({why}): the GigE stream socket drops packets under load",
-                f"sudo sysctl -w net.core.{key}={RMEM_WANT}; permanently: {SYSCTL_FILE} "
-                "(deploy/jetson/install.sh writes it)",
-            ))
+            out.append(
+                Finding(
+                    "network",
+                    level,
+                    f"net.core.{key} = {value} ({value >> 10} KiB), below {RMEM_WANT >> 20} MiB "
+                    f"({why}): the GigE stream socket drops packets under load",
+                    f"sudo sysctl -w net.core.{key}={RMEM_WANT}; permanently: {SYSCTL_FILE} "
+                    "(deploy/jetson/install.sh writes it)",
+                )
+            )
     return out
 
 
@@ -117,11 +131,23 @@ def check_ports(binds: list[tuple[str, str, int]]) -> list[Finding]:
         if problem is None:
             out.append(Finding("ports", "ok", f"{what}: {host}:{port} is free"))
         elif problem.startswith("in use") and edge_inspect_listening(host, port):
-            out.append(Finding("ports", "ok", f"{what}: {host}:{port} is held by a running edge-inspect "
-                               "(this service; a second instance would need other ports)"))
+            out.append(
+                Finding(
+                    "ports",
+                    "ok",
+                    f"{what}: {host}:{port} is held by a running edge-inspect "
+                    "(this service; a second instance would need other ports)",
+                )
+            )
         else:
-            out.append(Finding("ports", "error", f"{what}: cannot listen on {host}:{port}: {problem}",
-                               f"stop what holds it (ss -ltnp 'sport = :{port}') or change the port in the config"))
+            out.append(
+                Finding(
+                    "ports",
+                    "error",
+                    f"{what}: cannot listen on {host}:{port}: {problem}",
+                    f"stop what holds it (ss -ltnp 'sport = :{port}') or change the port in the config",
+                )
+            )
     return out
 
 
@@ -131,6 +157,10 @@ def check_reachable(what: str, host: str, port: int, timeout_s: float = 2.0) -> 
         with socket.create_connection((host, port), timeout=timeout_s):
             pass
     except OSError as exc:
-        return Finding("ports", "warn", f"{what}: {host}:{port} not reachable now ({exc.strerror or exc}); "
-                       "verdicts wait in the outbox until it is", f"start the peer or fix host/port for {what}")
+        return Finding(
+            "ports",
+            "warn",
+            f"{what}: {host}:{port} not reachable now ({exc.strerror or exc}); verdicts wait in the outbox until it is",
+            f"start the peer or fix host/port for {what}",
+        )
     return Finding("ports", "ok", f"{what}: {host}:{port} reachable")

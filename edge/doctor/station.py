@@ -28,10 +28,22 @@ def check_config(path: Path) -> tuple[list[Finding], LoadedConfig | None]:
     except ConfigError as exc:
         lines = exc.errors or [str(exc)]
         shown = "; ".join(lines[:5]) + (f"; ... {len(lines) - 5} more" if len(lines) > 5 else "")
-        return [Finding("config", "error", f"{path}: {len(lines)} error(s): {shown}",
-                        f"edge-inspect config check {path} lists them with line numbers")], None
-    out = [Finding("config", "ok", f"{path}: valid ({len(cfg.cameras)} camera(s), engine {cfg.engine.type}, "
-                   f"{len(cfg.sinks)} sink(s), version {cfg.config_version})")]
+        return [
+            Finding(
+                "config",
+                "error",
+                f"{path}: {len(lines)} error(s): {shown}",
+                f"edge-inspect config check {path} lists them with line numbers",
+            )
+        ], None
+    out = [
+        Finding(
+            "config",
+            "ok",
+            f"{path}: valid ({len(cfg.cameras)} camera(s), engine {cfg.engine.type}, "
+            f"{len(cfg.sinks)} sink(s), version {cfg.config_version})",
+        )
+    ]
     out += _preflight(cfg)
     return out, cfg
 
@@ -66,13 +78,25 @@ def check_engine(cfg: LoadedConfig, host: Host, quick: bool) -> list[Finding]:
     eng = cfg.engine
     model = _model_path(cfg)
     if not model.is_file():
-        return [Finding("engine", "error", f"model {model} not found",
-                        "copy the model there (models/ in the checkout) or fix engine.model")]
+        return [
+            Finding(
+                "engine",
+                "error",
+                f"model {model} not found",
+                "copy the model there (models/ in the checkout) or fix engine.model",
+            )
+        ]
     out.append(Finding("engine", "ok", f"model {model} ({model.stat().st_size >> 10} KiB)"))
     kind = str(eng.type)
     if kind in ("onnxruntime", "openvino", "tensorrt") and importlib.util.find_spec(kind) is None:
-        out.append(Finding("engine", "error", f"engine.type {kind}: the {kind} package is not installed",
-                           "pip install -e '.[gpu]'" if kind == "tensorrt" else "pip install -e '.[cpu]'"))
+        out.append(
+            Finding(
+                "engine",
+                "error",
+                f"engine.type {kind}: the {kind} package is not installed",
+                "pip install -e '.[gpu]'" if kind == "tensorrt" else "pip install -e '.[cpu]'",
+            )
+        )
         return out
     gpu = bool(nvidia_gpus(host))
     trt = tensorrt_version()
@@ -92,19 +116,30 @@ def _tensorrt_cache(cfg: LoadedConfig, model: Path, trt: str | None) -> Finding:
     model_id = model_id_of(model)
     plans = sorted(cache_dir.glob(f"{model_id}-trt*.plan")) if cache_dir.is_dir() else []
     if trt is None:
-        return Finding("engine", "error", "TensorRT engine configured but TensorRT is not importable",
-                       "install TensorRT (JetPack: python3-libnvinfer) in the service's environment")
+        return Finding(
+            "engine",
+            "error",
+            "TensorRT engine configured but TensorRT is not importable",
+            "install TensorRT (JetPack: python3-libnvinfer) in the service's environment",
+        )
     fits = [p for p in plans if p.name.startswith(f"{model_id}-trt{trt}-")]
     if fits:
         return Finding("engine", "ok", f"cached TensorRT plan fits TensorRT {trt}: {fits[0]}")
     if plans:
-        return Finding("engine", "warn", f"cached TensorRT plans in {cache_dir} were built by another TensorRT "
-                       f"({', '.join(p.name for p in plans)}), not {trt}: the first start rebuilds (minutes)",
-                       "let the first start rebuild it (the unit's TimeoutStartSec allows 15 min), "
-                       "then delete the old plans")
-    return Finding("engine", "warn", f"no cached TensorRT plan for model {model_id} in {cache_dir}: "
-                   "the first start builds one (minutes on a Jetson)",
-                   f"expected; to build it ahead: edge-inspect run -c {cfg.path} --frames 1")
+        return Finding(
+            "engine",
+            "warn",
+            f"cached TensorRT plans in {cache_dir} were built by another TensorRT "
+            f"({', '.join(p.name for p in plans)}), not {trt}: the first start rebuilds (minutes)",
+            "let the first start rebuild it (the unit's TimeoutStartSec allows 15 min), then delete the old plans",
+        )
+    return Finding(
+        "engine",
+        "warn",
+        f"no cached TensorRT plan for model {model_id} in {cache_dir}: "
+        "the first start builds one (minutes on a Jetson)",
+        f"expected; to build it ahead: edge-inspect run -c {cfg.path} --frames 1",
+    )
 
 
 def _auto_choice(cfg: LoadedConfig, model: Path) -> Finding:
@@ -113,15 +148,21 @@ def _auto_choice(cfg: LoadedConfig, model: Path) -> Finding:
     eng = cfg.engine
     cpu = [r for r in eng.candidates if r != "tensorrt" and runtime_installed(r)]
     if not cpu:
-        return Finding("engine", "error", f"engine auto: none of {eng.candidates} is installed",
-                       "pip install -e '.[cpu]'")
+        return Finding(
+            "engine", "error", f"engine auto: none of {eng.candidates} is installed", "pip install -e '.[cpu]'"
+        )
     cache = Path(eng.cache_file).expanduser()
     cached = read_cache(cache).get(key_digest(choice_key(model, cpu, eng.batch)))
     if isinstance(cached, dict) and cached.get("runtime") in cpu:
-        return Finding("engine", "ok", f"engine auto: cached choice {cached['runtime']} for this model and host "
-                       f"({cache})")
-    return Finding("engine", "ok", f"engine auto: no cached choice for this host yet; the first start times "
-                   f"{', '.join(cpu)} (seconds) and remembers the fastest in {cache}")
+        return Finding(
+            "engine", "ok", f"engine auto: cached choice {cached['runtime']} for this model and host ({cache})"
+        )
+    return Finding(
+        "engine",
+        "ok",
+        f"engine auto: no cached choice for this host yet; the first start times "
+        f"{', '.join(cpu)} (seconds) and remembers the fastest in {cache}",
+    )
 
 
 def _walk(value: Any, path: str) -> Iterator[tuple[str, str, Any]]:
@@ -172,14 +213,32 @@ def check_disk(cfg: LoadedConfig | None, extra: list[Path]) -> list[Finding]:
         free = found[1]
         what = ", ".join(dict.fromkeys(keys))
         if not os.access(existing, os.W_OK):
-            out.append(Finding("disk", "error", f"{what}: {existing} is not writable by this user",
-                               f"chown the folder to the service user (edge-inspect) or change {keys[0]}"))
+            out.append(
+                Finding(
+                    "disk",
+                    "error",
+                    f"{what}: {existing} is not writable by this user",
+                    f"chown the folder to the service user (edge-inspect) or change {keys[0]}",
+                )
+            )
         elif free < DISK_ERROR_BYTES:
-            out.append(Finding("disk", "error", f"{what}: only {free >> 20} MiB free at {existing}",
-                               "free space or move the state/audit/evidence folders to a bigger disk"))
+            out.append(
+                Finding(
+                    "disk",
+                    "error",
+                    f"{what}: only {free >> 20} MiB free at {existing}",
+                    "free space or move the state/audit/evidence folders to a bigger disk",
+                )
+            )
         elif free < DISK_WARN_BYTES:
-            out.append(Finding("disk", "warn", f"{what}: {free / (1 << 30):.1f} GiB free at {existing}: the audit "
-                               "trail and evidence fill it", "free space, or lower the audit/evidence retention"))
+            out.append(
+                Finding(
+                    "disk",
+                    "warn",
+                    f"{what}: {free / (1 << 30):.1f} GiB free at {existing}: the audit trail and evidence fill it",
+                    "free space, or lower the audit/evidence retention",
+                )
+            )
         else:
             out.append(Finding("disk", "ok", f"{what}: {free / (1 << 30):.1f} GiB free at {existing}"))
     return out

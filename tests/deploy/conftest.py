@@ -47,8 +47,9 @@ def compose_broker(tmp_path: Path) -> Iterator[Broker]:
     test = yaml.safe_load((DOCKER / "compose.yaml").read_text())["services"]["mosquitto"]["healthcheck"]["test"]
     assert test[0] == "CMD"
     probe = [a.replace("$$", "$") for a in test[1:]] + ["-p", str(port)]  # compose unescapes $$
-    proc = subprocess.Popen([broker, "-c", str(tmp_path / "mosquitto.conf")], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [broker, "-c", str(tmp_path / "mosquitto.conf")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     b = Broker(port, proc, probe)
     try:
         deadline = time.monotonic() + 30

@@ -61,8 +61,9 @@ def container_config(tmp_path: Path, broker_port: int) -> tuple[Path, int]:
 
 def test_container_config_serves_and_passes_the_images_healthcheck(tmp_path: Path, compose_broker: Any) -> None:
     config, port = container_config(tmp_path, compose_broker.port)
-    check = subprocess.run([sys.executable, "-m", "edge.cli", "config", "check", str(config)],
-                           capture_output=True, text=True, timeout=120)
+    check = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "config", "check", str(config)], capture_output=True, text=True, timeout=120
+    )
     assert check.returncode == 0, check.stderr
     url = f"http://127.0.0.1:{port}/healthz"
     env = {**os.environ, "EDGE_HEALTH_URL": url, "HOME": str(tmp_path)}
@@ -72,10 +73,19 @@ def test_container_config_serves_and_passes_the_images_healthcheck(tmp_path: Pat
     # nothing listens yet: the healthcheck must fail, not pass vacuously
     assert subprocess.run(probe, env=env, capture_output=True, timeout=30).returncode != 0
     topic = "edge-inspect/docker-1/verdict"
-    sub = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(compose_broker.port), "-t", topic,
-                            "-C", "3", "-W", "120"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "-c", str(config), "--no-status"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sub = subprocess.Popen(
+        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(compose_broker.port), "-t", topic, "-C", "3", "-W", "120"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "run", "-c", str(config), "--no-status"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 120
         healthy = False

@@ -47,8 +47,9 @@ def test_every_shell_script_passes_shellcheck() -> None:
     scripts = shell_scripts()
     names = {p.relative_to(REPO).as_posix() for p in scripts}
     assert {"deploy/jetson/install.sh", "scripts/setup.sh", "scripts/test.sh"} <= names
-    proc = subprocess.run([shellcheck, "--severity=style", "-x", *map(str, scripts)], cwd=REPO,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [shellcheck, "--severity=style", "-x", *map(str, scripts)], cwd=REPO, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -102,8 +103,9 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     analyze = tool("systemd-analyze")
     units = unit_copy(tmp_path)
     assert {u.name for u in units} == {"edge-inspect.service", "edge-inspect-clocks.service"}
-    proc = subprocess.run([analyze, "verify", "--man=no", *map(str, units)], capture_output=True, text=True,
-                          cwd=tmp_path)
+    proc = subprocess.run(
+        [analyze, "verify", "--man=no", *map(str, units)], capture_output=True, text=True, cwd=tmp_path
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     # unknown keys and bad values are only warnings to verify: they are errors here
@@ -159,8 +161,9 @@ def test_compose_file_is_valid() -> None:
     """`docker compose config` where the compose plugin exists; a structural check always."""
     docker = shutil.which("docker")
     if docker and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0:
-        proc = subprocess.run([docker, "compose", "-f", str(DOCKER / "compose.yaml"), "config", "--quiet"],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [docker, "compose", "-f", str(DOCKER / "compose.yaml"), "config", "--quiet"], capture_output=True, text=True
+        )
         assert proc.returncode == 0, proc.stderr
     data = compose_file()
     assert set(data) <= {"name", "services", "volumes", "networks", "configs", "secrets"} | {
@@ -191,7 +194,11 @@ def test_compose_file_is_valid() -> None:
         assert svc["read_only"] is True and "ALL" in svc["cap_drop"]
         assert svc["healthcheck"]["test"][0] == "CMD"
         targets = {re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(v)).split(":")[1] for v in svc["volumes"]}
-        assert {"/opt/edge-inspect/models", "/etc/edge-inspect/station.yaml", "/var/lib/edge-inspect/audit",
-                "/var/lib/edge-inspect/evidence"} <= targets
+        assert {
+            "/opt/edge-inspect/models",
+            "/etc/edge-inspect/station.yaml",
+            "/var/lib/edge-inspect/audit",
+            "/var/lib/edge-inspect/evidence",
+        } <= targets
         assert svc["depends_on"]["mosquitto"]["condition"] == "service_healthy"
     assert services["edge-inspect-gpu"]["profiles"] == ["gpu"]

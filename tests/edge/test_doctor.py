@@ -225,8 +225,14 @@ def test_cached_tensorrt_plan_is_judged_against_the_installed_tensorrt(
     from edge.engines.tensorrt import plan_file_name
 
     cache = tmp_path / "plans"
-    cfg = load_config(write_config(tmp_path, model_path, demo_images, engine={
-        "type": "tensorrt", "model": str(model_path), "engine_cache_dir": str(cache)}))
+    cfg = load_config(
+        write_config(
+            tmp_path,
+            model_path,
+            demo_images,
+            engine={"type": "tensorrt", "model": str(model_path), "engine_cache_dir": str(cache)},
+        )
+    )
     model_id = model_id_of(model_path)
     none = _tensorrt_cache(cfg, model_path, "10.3.0")
     assert none.level == "warn" and "first start builds one" in none.what
@@ -249,8 +255,13 @@ def test_an_opcua_server_sink_on_a_busy_port_is_an_error(
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        sink = {"type": "opcua-server", "port": port, "certificate": str(pki / "cert.der"),
-                "private_key": str(pki / "key.pem"), "trusted_dir": str(pki / "trusted")}
+        sink = {
+            "type": "opcua-server",
+            "port": port,
+            "certificate": str(pki / "cert.der"),
+            "private_key": str(pki / "key.pem"),
+            "trusted_dir": str(pki / "trusted"),
+        }
         cfg = write_config(tmp_path, model_path, demo_images, sinks=[sink])
         rc, report = doctor(capsys, "-c", str(cfg), "--quick")
     assert rc == 1

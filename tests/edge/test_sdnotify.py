@@ -328,9 +328,9 @@ def test_service_is_ready_and_pings_only_while_the_inference_worker_makes_progre
         engine.hang()
         assert engine.hung.wait(30), "the worker never called the engine again"
         # once the worker's heartbeat is older than STALE_S the pings must stop for good
-        assert wait_until(lambda: "UNHEALTHY" in systemd_path.got("STATUS")[-1]["STATUS"], 30), (
-            systemd_path.got("STATUS")[-1]
-        )
+        assert wait_until(lambda: "UNHEALTHY" in systemd_path.got("STATUS")[-1]["STATUS"], 30), systemd_path.got(
+            "STATUS"
+        )[-1]
         assert "inference worker: no progress" in systemd_path.got("STATUS")[-1]["STATUS"]
         pings = systemd_path.count("WATCHDOG")
         time.sleep(4 * WATCHDOG_USEC / 1e6)  # systemd would have killed us by now
@@ -355,9 +355,9 @@ def test_a_camera_outage_alone_does_not_stop_the_pings(
         assert systemd_path.wait_for("READY", timeout=60)
         assert wait_until(lambda: decided(service) >= 2, 60)
         folder.rename(tmp_path / "unplugged")  # the camera goes away and stays away
-        assert wait_until(lambda: "OUTAGE" in systemd_path.got("STATUS")[-1]["STATUS"], 30), (
-            systemd_path.got("STATUS")[-1]
-        )
+        assert wait_until(lambda: "OUTAGE" in systemd_path.got("STATUS")[-1]["STATUS"], 30), systemd_path.got("STATUS")[
+            -1
+        ]
         pings = systemd_path.count("WATCHDOG")
         assert systemd_path.wait_for("WATCHDOG", pings + 4, timeout=30), "the pings stopped during a camera outage"
         assert "UNHEALTHY" not in systemd_path.got("STATUS")[-1]["STATUS"]
@@ -377,9 +377,21 @@ def test_edge_inspect_run_notifies_systemd(
     env = {**os.environ, **systemd_path.env(WATCHDOG_USEC)}
     env.pop("WATCHDOG_PID")  # systemd sets it to the service's pid; unset means "this process"
     proc = subprocess.run(
-        [sys.executable, "-m", "edge.cli", "run", "-c", str(cfg), "--no-status", "--summary-json",
-         str(tmp_path / "summary.json")],
-        env=env, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "edge.cli",
+            "run",
+            "-c",
+            str(cfg),
+            "--no-status",
+            "--summary-json",
+            str(tmp_path / "summary.json"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert systemd_path.wait_for("STOPPING", timeout=10), systemd_path.messages
