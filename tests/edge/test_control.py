@@ -21,9 +21,12 @@ from edge.ioloop import IoLoop
 from edge.verdict import FailsafeReason, Verdict, VerdictKind
 
 
-def service(model: Path, images: Path, recipes: dict[str, Any] | None = None, frames: int | None = None) -> Service:
+def service(
+    model: Path, images: Path, state: Path, recipes: dict[str, Any] | None = None, frames: int | None = None
+) -> Service:
     text = yaml.safe_dump(
         {
+            "state_dir": str(state),
             "cameras": [
                 {"type": "replay", "name": "cam", "path": str(images), "rate_ppm": 0, "max_in_flight": 1, "loop": True}
             ],
@@ -46,8 +49,10 @@ def until(pred: Any, timeout: float = 60.0) -> bool:
     return False
 
 
-def test_halt_single_resume_every_frame_still_gets_one_verdict(model_path: Path, demo_images: Path) -> None:
-    svc = service(model_path, demo_images)
+def test_halt_single_resume_every_frame_still_gets_one_verdict(
+    model_path: Path, demo_images: Path, tmp_path: Path
+) -> None:
+    svc = service(model_path, demo_images, tmp_path)
     got: list[Verdict] = []
     svc.pipeline.subscribe(lambda v, _f: got.append(v), "test")
     svc.start(serve_metrics=False)
@@ -79,8 +84,10 @@ def test_halt_single_resume_every_frame_still_gets_one_verdict(model_path: Path,
     assert set(per_frame.values()) == {1} and len(got) == summary["frames_in"]
 
 
-def test_decision_swap_is_validated_applied_listened_and_revertible(model_path: Path, demo_images: Path) -> None:
-    svc = service(model_path, demo_images)
+def test_decision_swap_is_validated_applied_listened_and_revertible(
+    model_path: Path, demo_images: Path, tmp_path: Path
+) -> None:
+    svc = service(model_path, demo_images, tmp_path)
     got: list[Verdict] = []
     changes: list[tuple[str, Any, Any, str]] = []
     svc.pipeline.subscribe(lambda v, _f: got.append(v), "test")
@@ -111,9 +118,12 @@ def test_decision_swap_is_validated_applied_listened_and_revertible(model_path: 
         svc.stop()
 
 
-def test_recipe_swaps_the_model_between_frames(model_path: Path, demo_images: Path) -> None:
+def test_recipe_swaps_the_model_between_frames(
+    model_path: Path, demo_images: Path, tmp_path: Path
+) -> None:
     relu = model_path.with_name("pcb-yolo11n-relu-320.onnx")
-    svc = service(model_path, demo_images, recipes={"relu": {"model": relu.name, "description": "ReLU sibling"}})
+    recipes = {"relu": {"model": relu.name, "description": "ReLU sibling"}}
+    svc = service(model_path, demo_images, tmp_path, recipes=recipes)
     got: list[Verdict] = []
     svc.pipeline.subscribe(lambda v, _f: got.append(v), "test")
     ctl = svc.control
@@ -137,8 +147,10 @@ def test_recipe_swaps_the_model_between_frames(model_path: Path, demo_images: Pa
     assert summary["recipe"] == "relu"
 
 
-def test_snapshot_is_a_plain_read_model(model_path: Path, demo_images: Path) -> None:
-    svc = service(model_path, demo_images, frames=12)
+def test_snapshot_is_a_plain_read_model(
+    model_path: Path, demo_images: Path, tmp_path: Path
+) -> None:
+    svc = service(model_path, demo_images, tmp_path, frames=12)
     seen_frames: list[Frame] = []
     svc.pipeline.subscribe(lambda v, f: seen_frames.append(f), "test")
     svc.start(serve_metrics=False)
