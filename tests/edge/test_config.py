@@ -86,9 +86,13 @@ def test_bad_yaml() -> None:
         parse_config("a: 1\nb: [\n", "c.yaml")
 
 
-def test_config_check_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_config_check_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], model_path: Path) -> None:
     p = tmp_path / "c.yaml"
     p.write_text(GOOD)
+    assert main(["config", "check", str(p)]) == 2  # checked like run: the model must be there
+    assert "model.onnx: model file not found" in capsys.readouterr().err
+    (tmp_path / "model.onnx").symlink_to(model_path)
+    p.write_text(GOOD + "metrics: {port: 0}\n")
     assert main(["config", "check", str(p)]) == 0
     assert "OK" in capsys.readouterr().out
     p.write_text(GOOD.replace("ring_slots: 4", "ring_slots: 1\n  ringslots: 3"))
