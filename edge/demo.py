@@ -29,6 +29,7 @@ def demo_config_dict(
     rate_ppm: float = 1200.0,
     metrics_port: int = 0,
     web_port: int | None = 8080,
+    extra_sinks: list[dict[str, object]] | None = None,
 ) -> dict[str, object]:
     """The demo's config as a plain mapping (what a user would write in YAML).
 
@@ -61,6 +62,7 @@ def demo_config_dict(
         "sinks": [
             {"type": "jsonl", "path": str((out_dir / "verdicts.jsonl").resolve())},
             {"type": "log"},
+            *(extra_sinks or []),  # the PLC links (plc.demo_harness): mqtt to the demo's broker, the OPC UA server
         ],
         "metrics": {"port": metrics_port},
         "state_dir": str((out_dir / "state").resolve()),  # journals, audit trail, evidence images
@@ -79,6 +81,8 @@ def demo_config(
     rate_ppm: float = 1200.0,
     metrics_port: int = 0,
     web_port: int | None = 8080,
+    extra_sinks: list[dict[str, object]] | None = None,
 ) -> LoadedConfig:
-    text = yaml.safe_dump(demo_config_dict(out_dir, engine, model, rate_ppm, metrics_port, web_port), sort_keys=False)
+    raw = demo_config_dict(out_dir, engine, model, rate_ppm, metrics_port, web_port, extra_sinks)
+    text = yaml.safe_dump(raw, sort_keys=False)
     return parse_config(text, "<demo config>", base_dir=Path.cwd())

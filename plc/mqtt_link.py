@@ -87,6 +87,7 @@ class MqttLink:
         self._connected = threading.Event()
         self._lock = threading.Lock()
         self._refused: dict[int, ReasonCode] = {}
+        self._closing = False
         self._session = 0  # +1 at every disconnect: a batch spanning one is delivered again, re-classified
         self.unacked_dropped = 0  # messages paho held unacknowledged at a disconnect (the outbox keeps them)
         self.connects = 0
@@ -145,6 +146,7 @@ class MqttLink:
         client = self._client
         if client is None:
             return
+        self._closing = True
         if self.connected:
             try:
                 info = client.publish(self.s.topics.state, mqtt_model.OFFLINE, qos=1, retain=True)
@@ -167,7 +169,9 @@ class MqttLink:
         log.info("mqtt sink %s: connected to %s:%s", self.name, self.s.host, self.s.port)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
-        if self._connected.is_set():  # (after a refused CONNECT the refusal stays the last error)
+        if self._connected.is_set() and self._closing:
+            log.info("mqtt sink %s: disconnected", self.name)
+        elif self._connected.is_set():  # (after a refused CONNECT the refusal stays the last error)
             self.disconnects += 1
             self.last_error = f"disconnected: {rc}"
             log.warning("mqtt sink %s: disconnected (%s); reconnecting", self.name, rc)

@@ -170,6 +170,9 @@ class OpcUaServerSink:
 
     # -- Sink protocol ----------------------------------------------------------------------------------
     def start(self) -> None:
+        quiet = logging.getLogger("asyncua")
+        if quiet.level == logging.NOTSET:  # asyncua logs every type it registers at INFO
+            quiet.setLevel(logging.WARNING)
         if self.ioloop is None:
             self._own_loop = IoLoop(f"opcua-{self.name}")
             self._own_loop.start()
@@ -254,6 +257,7 @@ class OpcUaServerSink:
             except (asyncio.CancelledError, Exception):
                 pass
         if self.vision is not None:
+            await asyncio.sleep(0.3)  # a few publishing intervals: subscribers get the last notifications
             await self.vision.stop()
 
     def health(self) -> dict[str, Any]:
