@@ -6,7 +6,7 @@ and both say the same thing: the model file (exists, is a file, is a detection m
 metadata names its classes -- read from the file's header, no runtime loaded), the decision
 rules against those class names and the thresholds file, the golden references, GenICam
 buffers against the ring, every sink's target (a sink config may have `preflight(base_dir)`),
-and the metrics endpoint (host resolvable and local, port free).
+and the metrics and web endpoints (host resolvable and local, port free).
 """
 
 from __future__ import annotations
@@ -112,6 +112,11 @@ def preflight(cfg: LoadedConfig, *, ports: bool = True) -> list[str]:
     m = cfg.app.metrics
     if ports and m.enabled and m.port != 0:
         problem = bind_problem(m.host, m.port)
+        if problem is not None:
+            problems.append(problem)
+    web = getattr(cfg.app, "web", None)  # the status page / API
+    if ports and web is not None and getattr(web, "enabled", False) and getattr(web, "port", 0):
+        problem = bind_problem(web.host, web.port, "web")
         if problem is not None:
             problems.append(problem)
     return problems

@@ -166,6 +166,7 @@ def _busy_port() -> tuple[socket.socket, int]:
         "buffers",
         "metrics_host",
         "metrics_port",
+        "web_port",
     ],
 )
 def test_config_check_refuses_what_run_refuses_with_the_same_message(
@@ -204,6 +205,9 @@ def test_config_check_refuses_what_run_refuses_with_the_same_message(
     elif case == "metrics_port":
         held, port = _busy_port()
         metrics, expect = f"{{host: 127.0.0.1, port: {port}}}", "is already in use"
+    elif case == "web_port":
+        held, port = _busy_port()
+        extra, expect = f"web: {{enabled: true, host: 127.0.0.1, port: {port}}}\n", "web.port: 127.0.0.1"
     try:
         if case != "buffers":
             p = _station(tmp_path, model, extra, sinks, metrics)
