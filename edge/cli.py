@@ -134,6 +134,11 @@ def _run_service(
         for s, h in previous.items():
             signal.signal(s, h)
     summary["config_version"] = cfg.config_version
+    warnings, lost = _sink_warnings(summary.get("sinks") or [])
+    if warnings:
+        summary["warnings"] = warnings
+    if lost:
+        summary.setdefault("errors", []).extend(lost)
     summary = redactor.redact_obj(summary)
     text = json.dumps(summary, indent=2)
     if summary_json is not None:
@@ -142,11 +147,36 @@ def _run_service(
         log.info("summary written to %s", summary_json)
     else:
         print(text)
+    for w in summary.get("warnings", []):
+        print(f"edge-inspect: warning: {w}", file=sys.stderr)
     if summary.get("errors"):
         for e in summary["errors"]:
             print(f"edge-inspect: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _sink_warnings(sinks: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """What the sinks' counters say a user must know at exit: (warnings, verdicts lost for good).
+
+    A best-effort sink's drops are a warning; verdicts still waiting in a durable sink's journal
+    (delivered at the next start) are a warning; verdicts a durable sink dropped are an error."""
+    warnings: list[str] = []
+    lost: list[str] = []
+    for s in sinks:
+        name, kind = s.get("name", "?"), s.get("kind", "")
+        dropped, backlog, errors = int(s.get("dropped") or 0), int(s.get("backlog") or 0), int(s.get("errors") or 0)
+        why = f" (last error: {s['last_error']})" if s.get("last_error") else ""
+        written = f"{s.get('written', 0)} of {s.get('submitted', 0)} verdict(s) written"
+        if dropped and kind == "durable":
+            lost.append(f"sink {name}: {dropped} verdict(s) dropped, {written}{why}")
+        elif dropped:
+            warnings.append(f"sink {name}: {dropped} verdict(s) dropped (best effort), {written}{why}")
+        if backlog:
+            warnings.append(f"sink {name}: {backlog} verdict(s) not yet delivered, kept for the next start{why}")
+        elif errors and not dropped:
+            warnings.append(f"sink {name}: {errors} write error(s), recovered; {written}{why}")
+    return warnings, lost
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -176,8 +206,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
             extra_sinks=plc.sinks(),
         )
         log.info("demo: %s frames from the bundled PCB images, verdicts in %s", args.frames or "unlimited", args.out)
-        return _run_service(cfg, args.frames, args.summary_json, show_status=True, serve_after=args.serve_after,
-                            extra_summary=lambda s: {"plc": plc.summary(s)})
+        return _run_service(
+            cfg,
+            args.frames,
+            args.summary_json,
+            show_status=True,
+            serve_after=args.serve_after,
+            extra_summary=lambda s: {"plc": plc.summary(s)},
+        )
     finally:
         plc.stop()
 
@@ -232,9 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     demo = sub.add_parser("demo", help="run the whole pipeline on bundled PCB images and the shipped model")
-    demo.add_argument(
-        "--frames", type=_positive_int, default=None, help="stop after N frames (default: until Ctrl-C)"
-    )
+    demo.add_argument("--frames", type=_positive_int, default=None, help="stop after N frames (default: until Ctrl-C)")
     demo.add_argument("--summary-json", type=Path, default=None)
     demo.add_argument("--out", type=Path, default=Path("demo-out"), help="folder for verdicts.jsonl")
     demo.add_argument("--engine", default="auto", help="engine type (auto, onnxruntime, openvino, ...)")

@@ -300,3 +300,18 @@ def test_an_rtsp_password_from_the_environment_is_never_shown(tmp_path: Path, mo
     proc = _service(p, {"CAM_PW": secret})
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "reconnect_max_s" in err and secret not in out + err
+
+
+def test_a_sink_that_could_not_deliver_is_reported_at_exit(
+    tmp_path: Path, model_path: Path, demo_images: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "v.jsonl"
+    out.symlink_to("/dev/full")  # a full disk: nothing can be written
+    p = _station(tmp_path, model_path, sinks=f"[{{type: jsonl, path: {out}}}]")
+    p.write_text(p.read_text().replace(str(tmp_path / "imgs"), str(demo_images)))
+    summary = tmp_path / "s.json"
+    assert main(["run", "-c", str(p), "--frames", "5", "--no-status", "--summary-json", str(summary)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: sink jsonl: 5 verdict(s) not yet delivered, kept for the next start" in err
+    assert "No space left" in err
+    assert any("sink jsonl" in w for w in json.loads(summary.read_text())["warnings"])
