@@ -5,7 +5,7 @@ captured again as a line might: shifted by a random whole-pixel offset up to --m
 each axis (edge repeated), a brightness gain drawn from [1 - --gain, 1 + --gain], Gaussian
 sensor noise of sigma --noise (seeded, one draw per image); `--drift none` keeps the pairs as
 they are. Then the service's own steps: `reference_align` (--align-px), `compose`, the
-letterbox, the ONNX Runtime engine, the decoder, and `decide` with the model's thresholds
+letterbox, the engine (ONNX Runtime, or OpenVINO for an INT8 IR), the decoder, and `decide` with the model's thresholds
 sidecar and `decision.difference_evidence` (edge.reference.DifferenceEvidence) at each
 --min-pixels (0: the rule off).
 
@@ -36,12 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.decision import DecisionConfig, DifferenceEvidenceConfig, compile_rules, decide
 from edge.engines.letterbox import Preprocessor
-from edge.engines.onnxruntime import OnnxRuntimeEngineConfig
 from edge.engines.yolo import Decoder
 from edge.reference import DifferenceEvidence, ReferenceAligner, compose
 from edge.thresholds import load_thresholds, sidecar_path
 from edge.training.calibrate import calibrate, cross_fit
 from edge.training.dataset import image_groups
+from edge.training.evaluate import open_eval_engine
 from edge.training.partmetrics import max_confidence_matrix
 from edge.verdict import Detections, VerdictKind
 
@@ -75,11 +75,16 @@ def main() -> int:
     ap.add_argument("--target-recall", type=float, default=0.995)
     ap.add_argument("--floor", type=float, default=0.05, help="calibration floor (and the decoder's confidence)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--runtime",
+        choices=("auto", "onnxruntime", "openvino"),
+        default="auto",
+        help="auto: OpenVINO for an .xml IR (an INT8 model from `quantize`, with its own sidecar), else ONNX Runtime",
+    )
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
 
-    engine = OnnxRuntimeEngineConfig(model=str(args.model), intra_op_threads=args.threads).build(Path("."))
-    info = engine.load()
+    engine, info, runtime = open_eval_engine(args.model, threads=args.threads, runtime=args.runtime)
     nc = len(info.names)
     pre = Preprocessor(engine.input_buffer()[0])
     shipped = load_thresholds(sidecar_path(args.model), args.model)
@@ -134,7 +139,7 @@ def main() -> int:
     result: dict[str, object] = {}
     print(
         f"{len(paths)} parts ({int(defective.sum())} defective), drift {args.drift}, "
-        f"align {args.align_px}, {elapsed:.0f} s"
+        f"align {args.align_px}, {runtime}, {elapsed:.0f} s"
     )
     for k in args.min_pixels:
         r = rejected[k]
@@ -165,6 +170,7 @@ def main() -> int:
     if args.out is not None:
         out = {
             "model": str(args.model),
+            "runtime": runtime,
             "images": str(args.images),
             "drift": args.drift
             if args.drift == "none"
