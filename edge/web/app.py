@@ -13,6 +13,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from edge.web.api import ID_PATTERN, build_api
 from edge.web.deps import WebDeps
@@ -45,6 +46,7 @@ def create_app(deps: WebDeps) -> FastAPI:
         openapi_url="/api/v1/openapi.json",
     )
     app.add_middleware(BodyLimit, limit=deps.config.max_body_bytes)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=deps.config.trusted_hosts())
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Any) -> Response:

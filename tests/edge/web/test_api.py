@@ -85,7 +85,7 @@ def test_verdicts_page_filter_and_time_range(client: httpx.Client) -> None:
     t = rejects[0]["decided_wall_ns"]
     window = client.get(
         "/api/v1/verdicts",
-        params={"since": _iso(t), "until": _iso(t + 1_000_000), "limit": 50},
+        params={"since": _iso(t - 1_000_000), "until": _iso(t + 1_000_000), "limit": 50},  # +-1 ms (µs in ISO)
     ).json()["items"]
     assert rejects[0]["result_id"] in [r["result_id"] for r in window]
 
@@ -321,3 +321,15 @@ def test_path_traversal_never_serves_a_file(station: Station, path: str) -> None
     conn.close()
     assert b"root:" not in body
     assert 400 <= r.status < 500 or b"not a verdict id" in body, (path, r.status)
+
+
+def test_other_host_names_are_refused(station: Station) -> None:
+    """A DNS-rebinding page (another name resolving to 127.0.0.1) gets nothing from a loopback station."""
+    u = urlparse(station.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    conn.request("GET", "/api/v1/status", headers={"Host": "attacker.example"})
+    r = conn.getresponse()
+    body = r.read()
+    conn.close()
+    assert r.status == 400 and b"running" not in body
+    assert httpx.get(f"http://localhost:{u.port}/healthz", timeout=30).status_code == 200
