@@ -51,14 +51,24 @@ from cameras.pooled_camera import PooledCamera
 from cameras.replay_items import (
     ReplayItem,
     attach_deeppcb_labels,
+    attach_references,
     attach_yolo_labels,
     detect_label_format,
+    reference_for,
     scan_items,
 )
 from edge.errors import CameraError, CameraFatalError, CameraLostError, CameraSourceError, DatasetError
 
 # BufferPool, HeldFrames and resolve_path lived here first: still importable from this module.
-__all__ = ["VIDEO_SUFFIXES", "BufferPool", "HeldFrames", "ReplayCamera", "ReplayCameraConfig", "resolve_path"]
+__all__ = [
+    "VIDEO_SUFFIXES",
+    "BufferPool",
+    "HeldFrames",
+    "ReplayCamera",
+    "ReplayCameraConfig",
+    "reference_for",
+    "resolve_path",
+]
 
 log = logging.getLogger(__name__)
 
@@ -122,19 +132,6 @@ class ReplayCameraConfig(CameraConfigBase):
 
     def build(self, base_dir: Path) -> ReplayCamera:
         return ReplayCamera(self, Path(base_dir))
-
-
-def reference_for(stem: str, by_stem: dict[str, Path]) -> Path | None:
-    """The reference of an image: the file of the same stem, else of the longest prefix of the
-    stem that ends before an '_' ("board7_0042_test" -> "board7_0042", then "board7")."""
-    while True:
-        found = by_stem.get(stem)
-        if found is not None:
-            return found
-        cut = stem.rfind("_")
-        if cut <= 0:
-            return None
-        stem = stem[:cut]
 
 
 class ReplayCamera(PooledCamera):
@@ -286,39 +283,13 @@ class ReplayCamera(PooledCamera):
         self.mode = mode
 
     def _attach_references(self, items: list[ReplayItem]) -> None:
-        """Give every item its golden reference: the image of the same stem in `references`. An
-        item without a readable reference gets a `problem` (its parts are decided FAILSAFE)."""
-        folder = self.references_dir
-        assert folder is not None
-        if not folder.is_dir():
-            raise CameraFatalError(f"replay {self.name}: references {folder} is not a folder")
-        by_stem = {f.stem: f for f in sorted(folder.iterdir()) if f.suffix.lower() in lbl.IMAGE_SUFFIXES}
-        loaded: dict[Path, np.ndarray | str] = {}
-        for it in items:
-            it.reference, it.problem = None, None
-            path = reference_for(it.path.stem, by_stem)
-            if path is None:
-                it.problem = (
-                    f"no reference for {it.path.name} in {folder} "
-                    "(a file named by its stem, or by the stem cut at an '_')"
-                )
-                self.decode_errors += 1
-                log.warning("replay %s: %s; its parts are decided FAILSAFE", self.name, it.problem)
-                continue
-            image = loaded.get(path)
-            if image is None:
-                try:
-                    image = read_image(path, cv2.IMREAD_GRAYSCALE)
-                    image.flags.writeable = False
-                except CameraSourceError as exc:
-                    image = f"reference {exc}"
-                    log.warning("replay %s: %s; the parts it belongs to are decided FAILSAFE", self.name, image)
-                loaded[path] = image
-            if isinstance(image, str):
-                it.problem = image
-                self.decode_errors += 1
-            else:
-                it.reference = image
+        """Every item's golden reference; an item without a readable one gets a `problem`."""
+        assert self.references_dir is not None
+        if not self.references_dir.is_dir():
+            raise CameraFatalError(f"replay {self.name}: references {self.references_dir} is not a folder")
+        for problem in attach_references(items, self.references_dir):
+            self.decode_errors += 1
+            log.warning("replay %s: %s; its parts are decided FAILSAFE", self.name, problem)
 
     def _fill_cache(self, items: list[ReplayItem], first: np.ndarray, first_item: ReplayItem, limit: int) -> bool:
         """Decode every image once (reusing unchanged ones from an earlier open). False: too big.

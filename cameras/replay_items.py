@@ -1,4 +1,4 @@
-"""What a replay camera plays: the images of its source, in order, with their ground truth.
+"""What a replay camera plays: the images of its source, in order, with their ground truth and references.
 
 A source is one image, a folder of images (optionally recursive, sorted by relative path) or a
 DeepPCB root (`list.txt`: each board under test and its defect-free template). Ground truth
@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import cv2
 import numpy as np
 
 from cameras import labels as lbl
 from cameras.base import GroundTruth
-from edge.errors import DatasetError
+from cameras.image_file import read_image
+from edge.errors import CameraSourceError, DatasetError
 
 
 @dataclass(slots=True)
@@ -107,3 +109,48 @@ def _check_classes(boxes: tuple[lbl.Box, ...], source: Path, class_names: list[s
     for b in boxes:
         if b[0] >= len(class_names):
             raise DatasetError(f"{source}: class {b[0]} out of range ({len(class_names)} class names)")
+
+
+def reference_for(stem: str, by_stem: dict[str, Path]) -> Path | None:
+    """The reference of an image: the file of the same stem, else of the longest prefix of the
+    stem that ends before an '_' ("board7_0042_test" -> "board7_0042", then "board7")."""
+    while True:
+        found = by_stem.get(stem)
+        if found is not None:
+            return found
+        cut = stem.rfind("_")
+        if cut <= 0:
+            return None
+        stem = stem[:cut]
+
+
+def attach_references(items: list[ReplayItem], folder: Path) -> list[str]:
+    """Give every item its golden reference (grey, read-only, decoded once per file): the image of
+    its stem in `folder` (see `reference_for`). An item without one, or whose reference cannot be
+    read, gets `problem` set instead; returns those problems."""
+    by_stem = {f.stem: f for f in sorted(folder.iterdir()) if f.suffix.lower() in lbl.IMAGE_SUFFIXES}
+    loaded: dict[Path, np.ndarray | str] = {}
+    problems: list[str] = []
+    for it in items:
+        it.reference, it.problem = None, None
+        path = reference_for(it.path.stem, by_stem)
+        if path is None:
+            it.problem = (
+                f"no reference for {it.path.name} in {folder} (a file named by its stem, or by the stem cut at an '_')"
+            )
+            problems.append(it.problem)
+            continue
+        image = loaded.get(path)
+        if image is None:
+            try:
+                image = read_image(path, cv2.IMREAD_GRAYSCALE)
+                image.flags.writeable = False
+            except CameraSourceError as exc:
+                image = f"reference {exc}"
+            loaded[path] = image
+        if isinstance(image, str):
+            it.problem = image
+            problems.append(image)
+        else:
+            it.reference = image
+    return problems
