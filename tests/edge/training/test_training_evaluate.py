@@ -224,9 +224,8 @@ def test_resolve_split_and_labels(tiny_data: Path, tmp_path: Path) -> None:
 
 
 def test_eval_reads_labels_as_replay_does(tmp_path: Path) -> None:
-    """One YOLO parser: a segmentation polygon is its bounding box and a `#` comment is skipped,
-    in eval exactly as in the replay camera (cameras.labels); eval once read the polygon's first
-    four numbers as a box and raised on the comment."""
+    """One YOLO parser: a segmentation polygon is its bounding box (not its first four numbers
+    read as cx cy w h) and a `#` comment is skipped, in eval exactly as in the replay camera."""
     label = tmp_path / "p.txt"
     label.write_text("# defects of board 7\n1 0.1 0.2 0.5 0.2 0.3 0.6  # a polygon\n\n0 0.5 0.5 0.2 0.2\n")
     boxes, cls = read_labels(label, 100, 200, 6)
