@@ -107,9 +107,10 @@ def draw_detections(image: np.ndarray, verdict: dict[str, Any] | Verdict) -> np.
 def heat_map(part_grey: np.ndarray, reference_grey: np.ndarray, floor: int = 24) -> np.ndarray:
     """|part - reference| as a heat map (BGR): where the part differs from its golden reference
     by more than `floor` grey levels, the difference in colour (twice the grey difference on the
-    JET scale, so images compare), elsewhere the part itself, dimmed."""
+    plasma scale, so images compare), elsewhere the part itself, dimmed."""
     diff = cv2.absdiff(part_grey, reference_grey)
-    coloured = cv2.applyColorMap(cv2.convertScaleAbs(diff, alpha=2.0), cv2.COLORMAP_JET)
+    # plasma: small differences purple, large ones bright yellow, both visible on the dimmed part
+    coloured = cv2.applyColorMap(cv2.convertScaleAbs(diff, alpha=2.0), cv2.COLORMAP_PLASMA)
     out = cv2.cvtColor(cv2.convertScaleAbs(part_grey, alpha=0.45, beta=40), cv2.COLOR_GRAY2BGR)
     _, mask = cv2.threshold(diff, floor, 255, cv2.THRESH_BINARY)
     cv2.copyTo(coloured, mask, out)  # OpenCV, not numpy masking: releases the GIL for the worker

@@ -64,7 +64,7 @@ def test_reject_frame_is_copied_once_and_written_with_heat_map(tmp_path: Path) -
     assert image[30, 20].tolist()[2] > 200 and image[30, 20].tolist()[0] < 80  # red box (BGR)
     heat = cv2.imread(str(rec.path_for(v.result_id, "heat")))
     hot, cold = heat[45:55, 35:45].astype(int), heat[90:110, 100:140].astype(int)
-    assert (hot[..., 2] - hot[..., 0]).mean() > 60  # the difference: red end of the colour map
+    assert (hot[..., 2] - hot[..., 0]).mean() > 60  # the difference: the bright (yellow) end of the colour map
     assert abs(cold[..., 0] - cold[..., 2]).mean() < 10  # no difference: the part itself, grey
     thumb = cv2.imread(str(rec.path_for(v.result_id, "thumb")))
     assert thumb.shape[1] == 160  # never wider than the frame
