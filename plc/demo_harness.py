@@ -164,7 +164,7 @@ class PlcDemo:
 
         url = f"opc.tcp://127.0.0.1:{self.opcua_port}/edge-inspect"
         while not self._stop.is_set():  # the service starts its server after this thread
-            client = Client(url, timeout=10)
+            client = Client(url, timeout=10, watchdog_intervall=10.0)  # a loaded host can stall a second
             client.application_uri = self.client_uri
             client.set_user(DEMO_USER)
             client.set_password(self.password)

@@ -278,8 +278,14 @@ class MqttLink:
             "published_current": self.published_current,
             "published_stale": self.published_stale,
             "last_ack_wall_ns": self.last_ack_wall_ns,
+            "last_ack_age_s": age_s(self.last_ack_wall_ns),
             "unacked_dropped_at_disconnect": self.unacked_dropped,
         }
+
+
+def age_s(wall_ns: int | None) -> float | None:
+    """Seconds since a wall-clock time (None: never)."""
+    return round((time.time_ns() - wall_ns) / 1e9, 3) if wall_ns else None
 
 
 def read_password(password: str | None, password_env: str | None, what: str) -> str | None:

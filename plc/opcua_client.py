@@ -31,7 +31,7 @@ from edge.ioloop import IoLoop
 from edge.sinks.durable import DurableSink, DurableSinkConfigBase
 from edge.sinks.journal import JournalEntry
 from plc.machine_vision.result_model import VERDICT_CODES
-from plc.mqtt_link import read_password
+from plc.mqtt_link import age_s, read_password
 from plc.stale import classify
 
 if TYPE_CHECKING:
@@ -99,6 +99,7 @@ class OpcUaClientSink(DurableSink):
         self.ack_timeouts = 0
         self.connects = 0
         self.last_ack_ms: float | None = None
+        self.last_ack_wall_ns: int | None = None
 
     def bind(self, ctx: ServiceContext) -> None:
         super().bind(ctx)
@@ -141,6 +142,7 @@ class OpcUaClientSink(DurableSink):
             "ack_timeouts": self.ack_timeouts,
             "stale_skipped": self.stale_skipped,
             "last_ack_ms": self.last_ack_ms,
+            "last_ack_age_s": age_s(self.last_ack_wall_ns),
         }
 
     def _on_loop(self, coro: Any, timeout: float) -> Any:
@@ -264,6 +266,7 @@ class OpcUaClientSink(DurableSink):
         self.sequence = seq
         if "ack" in self._nodes:
             await self._await_ack(seq, entry.result_id)
+        self.last_ack_wall_ns = time.time_ns()  # the write (and the PLC's ack, when configured)
 
     async def _await_ack(self, seq: int, result_id: str) -> None:
         node = self._nodes["ack"][0]

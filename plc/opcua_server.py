@@ -112,16 +112,24 @@ class OpcUaServerSink:
         self.control = control
 
     def _ready_probe(self) -> bool:
+        """Cheap health of the service for Ready (runs at every heartbeat, on the I/O loop)."""
+        if self._inflight > self.cfg.queue_size // 2:  # the server cannot keep up: say so
+            return False
         if self.ctx is None:
             return True
-        try:
-            snap = self.ctx.snapshot().to_dict()
+        pipeline = getattr(self.ctx.control, "pipeline", None)
+        beats = (getattr(pipeline, "worker_beat_ns", None), getattr(pipeline, "watchdog_beat_ns", None))
+        if pipeline is not None and all(isinstance(b, int) for b in beats):
+            if not getattr(pipeline, "started", False):
+                return False
+            now = time.monotonic_ns()
+            return all((now - int(b)) / 1e9 <= self.cfg.max_heartbeat_age_s for b in beats)  # type: ignore[arg-type]
+        try:  # the read model (computes the statistics too: slower)
+            workers = self.ctx.snapshot().workers
         except Exception:
             return False
-        workers = snap.get("workers") or {}
         ages = [workers.get("inference_heartbeat_age_s"), workers.get("watchdog_heartbeat_age_s")]
-        fresh = all(a is None or a <= self.cfg.max_heartbeat_age_s for a in ages)
-        return bool(fresh and snap.get("state") in ("running", "halted", "single"))
+        return all(a is None or a <= self.cfg.max_heartbeat_age_s for a in ages)
 
     async def _configure(self, server: Server) -> None:
         cfg = self.cfg
@@ -274,7 +282,7 @@ class OpcUaServerSink:
             "last_error": self.last_error or (v.stats.last_error if v else None),
             "events": v.stats.events if v else 0,
             "sequence": v.counters.sequence if v else 0,
-            "ready": bool(v.ready()) if v and v.server is not None else False,
+            "ready": bool(v.last_ready) if v and v.server is not None else False,
             "logins_refused": self.users.refused,
             "requests_denied": self.ruleset.denied,
             "certificates_refused": self.untrusted,

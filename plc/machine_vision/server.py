@@ -130,6 +130,7 @@ class VisionServer:
         self._operator_methods: list[ua.NodeId] = []
         self.ns = 0
         self.mv = 0
+        self.last_ready = False  # as of the last refresh (health() reads this, never the probe)
 
     # -- set-up -----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -269,7 +270,7 @@ class VisionServer:
             (self._am_state_id, self._auto_ids[auto]),
         ):
             await self.server.write_attribute_value(node.nodeid, ua.DataValue(ua.Variant(value)))
-        ready = self.ready()
+        ready = self.last_ready = self.ready()
         await self._set("Ready", ready)
         await self._set("FailSafe", not ready)
         await self._set("Mode", mode)
@@ -286,7 +287,7 @@ class VisionServer:
             await asyncio.sleep(self.heartbeat_s)
             try:
                 await self.refresh_state()
-                if self.ready():  # a stalled service stops the heartbeat: the PLC's watchdog fails safe
+                if self.last_ready:  # a stalled service stops the heartbeat: the PLC's watchdog fails safe
                     beat = (beat + 1) & 0xFFFFFFFF
                     await self._set("Heartbeat", beat)
             except Exception as exc:

@@ -1,0 +1,360 @@
+"""PLC bridge benchmark: decision -> independent subscriber latency, and the pipeline's throughput
+with the three PLC sinks on against none.
+
+- Latency (the pipeline paced at a line rate on the replay camera, `--rate-ppm`): the service runs
+  the `mqtt` sink (QoS 1, durable outbox, to a mosquitto on a free loopback port) and the
+  `opcua-server` sink (Basic256Sha256 SignAndEncrypt, a read-only user). Independent subscribers
+  in other processes: `mosquitto_sub` (its receive time, %U) on the station's verdict topic, and an
+  asyncua client (publishing interval `--publishing-ms`, <= 10 ms) subscribed to the
+  ResultReadyEvents (CreationTime = the decision) and to data changes of `Station.DecidedTime`.
+  Latency = receipt (wall clock) - the verdict's `decided_wall_ns`, p50/p99 per path.
+- Throughput, interleaved round by round (the order alternates): the pipeline saturated
+  (`max_in_flight` 2, rate 0) with no sinks, then with all three PLC sinks (mqtt, opcua-server,
+  opcua-client writing into a PLC stand-in server in the worker process); ratio = fps(all) / fps(none).
+
+Targets (issue #15, this 2-core host): MQTT p99 <= 5 ms, OPC UA p99 <= 15 ms, throughput >= 0.97x.
+Writes benchmarks/results/bridge.json and bridge.png.
+
+    .venv/bin/python benchmarks/bridge.py [--frames 200] [--rounds 3] [--rate-ppm 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+FRAME_MODEL = REPO / "models" / "pcb-yolo11n-320.onnx"
+
+from edge.app import build_service  # noqa: E402
+from edge.config import parse_config  # noqa: E402
+from edge.demo import DEMO_DATA  # noqa: E402
+from plc.certs import make_leaf, write_keypair  # noqa: E402
+from tests.plc.peers import Mosquitto, free_port  # noqa: E402
+
+USER, PASSWORD = "bench", "bench-pw"
+
+
+# -- the worker process: OPC UA subscriber + PLC stand-in ----------------------------------------------
+async def _worker(args: argparse.Namespace) -> None:
+    from asyncua import Client, Server, ua
+    from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
+
+    from plc.machine_vision import NAMESPACE_URI, RESULT_READY_EVENT_TYPE
+    from plc.machine_vision.server import STATION_NS
+
+    out = open(args.out_file, "a", buffering=1)  # one line per notification, flushed
+
+    plc = Server()  # the PLC stand-in for the opcua-client sink
+    await plc.init()
+    plc.set_endpoint(f"opc.tcp://127.0.0.1:{args.plc_port}/plc")
+    plc.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+    ns_plc = await plc.register_namespace("urn:bench:plc")
+    db = await plc.nodes.objects.add_object(ua.NodeId(ua.String("DB"), ua.Int16(ns_plc)), "DB")
+    for name, vt in (("VerdictCode", ua.VariantType.Int16), ("PartId", ua.VariantType.String),
+                     ("Sequence", ua.VariantType.UInt32)):
+        node = await db.add_variable(ua.NodeId(ua.String(f"DB.{name}"), ua.Int16(ns_plc)), name,
+                                     ua.Variant("" if vt == ua.VariantType.String else 0, vt))
+        await node.set_writable()
+    await plc.start()
+    print("ready", flush=True)
+
+    class Handler:
+        def event_notification(self, event: Any) -> None:
+            now = time.time_ns()
+            out.write(json.dumps({"kind": "event", "decided": _ns(event.CreationTime), "recv": now}) + "\n")
+
+        def datachange_notification(self, node: Any, val: Any, data: Any) -> None:
+            now = time.time_ns()
+            if isinstance(val, dt.datetime) and val.year > 2000:
+                out.write(json.dumps({"kind": "datachange", "decided": _ns(val), "recv": now}) + "\n")
+
+        def status_change_notification(self, status: Any) -> None:
+            pass
+
+    pause = Path(args.out_file + ".pause")  # the throughput rounds run without this subscriber
+    while True:  # each latency run starts a station server; follow it
+        if pause.exists():
+            await asyncio.sleep(0.2)
+            continue
+        client = Client(args.url, timeout=10, watchdog_intervall=10.0)  # a loaded host can stall 1 s
+        client.application_uri = "urn:edge-inspect:bench-client"
+        client.set_user(USER)
+        client.set_password(PASSWORD)
+        try:
+            await client.set_security(SecurityPolicyBasic256Sha256, args.cert, args.key,
+                                      mode=ua.MessageSecurityMode.SignAndEncrypt)
+            await client.connect()
+        except Exception:
+            await asyncio.sleep(0.2)
+            continue
+        try:
+            mv = await client.get_namespace_index(NAMESPACE_URI)
+            ns = await client.get_namespace_index(STATION_NS)
+            sub = await client.create_subscription(
+                ua.CreateSubscriptionParameters(RequestedPublishingInterval=args.publishing_ms,
+                                                RequestedMaxKeepAliveCount=100, RequestedLifetimeCount=1000),
+                Handler())
+            await sub.subscribe_events(client.get_node(ua.NodeId(ua.String("VisionSystem"), ua.Int16(ns))),
+                                       client.get_node(ua.NodeId(ua.Int32(RESULT_READY_EVENT_TYPE), ua.Int16(mv))))
+            await sub.subscribe_data_change(client.get_node(ua.NodeId(ua.String("Station.DecidedTime"), ua.Int16(ns))),
+                                            sampling_interval=0)
+            print("subscribed", time.time_ns(), flush=True)
+            while not pause.exists():
+                await asyncio.sleep(0.2)
+                await client.check_connection()
+        except Exception as exc:
+            print(f"subscriber: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        finally:
+            try:
+                await client.disconnect()
+            except Exception:
+                pass
+
+
+def _ns(t: dt.datetime) -> int:
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return int(round(t.timestamp() * 1e6)) * 1000
+
+
+# -- the service ---------------------------------------------------------------------------------------
+def make_config(work: Path, sinks: list[dict[str, Any]], rate_ppm: float, in_flight: int, engine: str) -> Any:
+    camera: dict[str, Any] = {"type": "replay", "name": "line1", "path": str(DEMO_DATA / "images"),
+                              "rate_ppm": rate_ppm, "loop": True}
+    if in_flight:
+        camera["max_in_flight"] = in_flight
+    text = yaml.safe_dump({
+        "version": "bench-bridge",
+        "cameras": [camera],
+        "engine": {"type": engine, "model": str(FRAME_MODEL)},
+        "pipeline": {"budget_ms": 1000, "ring_slots": 8},
+        "sinks": sinks,
+        "metrics": {"port": 0},
+        "state_dir": str(work / "state"),
+    })
+    return parse_config(text, "<bench>", base_dir=work)
+
+
+def plc_sinks(work: Path, mqtt_port: int, opcua_port: int, plc_port: int | None) -> list[dict[str, Any]]:
+    sinks: list[dict[str, Any]] = [
+        {"type": "mqtt", "port": mqtt_port, "station": "bench", "client_id": "edge-bench",
+         "journal": {"path": str(work / "state" / "mqtt.sqlite")}},
+        {"type": "opcua-server", "port": opcua_port, "station": "bench",
+         "certificate": str(work / "pki" / "server_cert.der"), "private_key": str(work / "pki" / "server_key.pem"),
+         "trusted_dir": str(work / "pki" / "trusted"),
+         "users": [{"name": USER, "password": PASSWORD, "role": "read-only"}]},
+    ]
+    if plc_port is not None:
+        sinks.append({"type": "opcua-client", "url": f"opc.tcp://127.0.0.1:{plc_port}/plc",
+                      "tags": {"verdict_code": "ns=2;s=DB.VerdictCode", "part_id": "ns=2;s=DB.PartId",
+                               "sequence": "ns=2;s=DB.Sequence"},
+                      "journal": {"path": str(work / "state" / "opcua-client.sqlite")}})
+    return sinks
+
+
+def run_service(cfg: Any, frames: int, ready: Any = None) -> dict[str, Any]:
+    """Run the service for `frames` frames (with `ready`: wait for it, the frames before count for nothing)."""
+    service = build_service(cfg, max_frames=frames)
+    decided: list[tuple[str, int, int]] = []  # result id, decided wall ns, decided mono ns
+    service.pipeline.subscribe(lambda v, _f: decided.append((v.result_id, v.decided_wall_ns, v.decided_ns)),
+                               "bench")
+    service.start(serve_metrics=False)
+    if ready is not None:
+        end = time.monotonic() + 120
+        while not ready() and time.monotonic() < end:
+            time.sleep(0.05)
+    service.pipeline.wait(1200)
+    summary = service.stop()
+    span = (decided[-1][2] - decided[0][2]) / 1e9 if len(decided) > 1 else float("nan")
+    return {"decided": decided, "fps": (len(decided) - 1) / span, "summary": summary}
+
+
+def pct(values: list[float]) -> dict[str, float | int]:
+    if not values:
+        return {"n": 0}
+    a = np.asarray(values)
+    return {
+        "n": len(values),
+        "p50": round(float(np.percentile(a, 50)), 3),
+        "p99": round(float(np.percentile(a, 99)), 3),
+        "max": round(float(a.max()), 3),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=200, help="frames per throughput run")
+    ap.add_argument("--latency-frames", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rate-ppm", type=float, default=300.0, help="line rate of the latency run")
+    ap.add_argument("--publishing-ms", type=float, default=10.0)
+    ap.add_argument("--engine", default="onnxruntime")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--url", help=argparse.SUPPRESS)
+    ap.add_argument("--plc-port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--cert", help=argparse.SUPPRESS)
+    ap.add_argument("--key", help=argparse.SUPPRESS)
+    ap.add_argument("--out-file", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        asyncio.run(_worker(args))
+        return 0
+
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    work = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
+    broker = Mosquitto(work / "broker", persistence=False)
+    broker.start()
+    opcua_port, plc_port = free_port(), free_port()
+    pair = make_leaf(None, "bench client", dns=["localhost"], uri="urn:edge-inspect:bench-client")
+    write_keypair(pair, work / "client" / "cert.pem", work / "client" / "key.pem")
+    (work / "pki" / "trusted").mkdir(parents=True, exist_ok=True)
+    (work / "pki" / "trusted" / "bench-client.der").write_bytes(pair.cert_der())
+    opcua_log = work / "opcua.jsonl"
+    worker = subprocess.Popen(
+        [sys.executable, __file__, "--worker", "--url", f"opc.tcp://127.0.0.1:{opcua_port}/edge-inspect",
+         "--plc-port", str(plc_port), "--cert", str(work / "client" / "cert.pem"), "--key",
+         str(work / "client" / "key.pem"), "--out-file", str(opcua_log), "--publishing-ms", str(args.publishing_ms)],
+        stdout=subprocess.PIPE, stderr=(work / "worker.log").open("w"), text=True)
+    assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
+    subscribed_ns: list[int] = []
+
+    def read_worker() -> None:
+        assert worker.stdout is not None
+        for line in worker.stdout:
+            if line.startswith("subscribed"):
+                subscribed_ns.append(int(line.split()[1]))
+
+    threading.Thread(target=read_worker, daemon=True).start()
+    mqtt_log = (work / "mqtt.txt").open("w")
+    msub = subprocess.Popen([shutil.which("mosquitto_sub") or "mosquitto_sub", "-h", "127.0.0.1", "-p",
+                             str(broker.port), "-q", "1", "-t", "edge-inspect/bench/verdict", "-F", "%U %p"],
+                            stdout=mqtt_log, stderr=subprocess.DEVNULL)
+    result: dict[str, Any] = {
+        "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "load_avg_start": os.getloadavg()},
+        "settings": {k: getattr(args, k) for k in ("frames", "latency_frames", "rounds", "rate_ppm",
+                                                   "publishing_ms", "engine")},
+    }
+    try:
+        # latency, paced at the line rate, the mqtt + opcua-server sinks on
+        cfg = make_config(work, plc_sinks(work, broker.port, opcua_port, None), args.rate_ppm, 0, args.engine)
+        lat = run_service(cfg, args.latency_frames, lambda: bool(subscribed_ns))
+        time.sleep(1.0)
+        Path(str(opcua_log) + ".pause").touch()
+        # measured: verdicts decided once the OPC UA subscriber had subscribed (all paths alike)
+        since = subscribed_ns[0] + 500_000_000 if subscribed_ns else 0
+        decided = {rid: wall for rid, wall, _ in lat["decided"] if wall >= since}
+        mqtt_ms = []
+        for line in (work / "mqtt.txt").read_text().splitlines():
+            recv_s, _, payload = line.partition(" ")
+            try:
+                doc = json.loads(payload)
+            except json.JSONDecodeError:
+                continue
+            if doc.get("result_id") in decided:
+                mqtt_ms.append((int(round(float(recv_s) * 1e9)) - decided[doc["result_id"]]) / 1e6)
+        ev_ms, dc_ms = [], []
+        for line in opcua_log.read_text().splitlines():
+            rec = json.loads(line)
+            if rec["decided"] < since:
+                continue
+            (ev_ms if rec["kind"] == "event" else dc_ms).append((rec["recv"] - rec["decided"]) / 1e6)
+        result["latency_ms"] = {"mqtt_qos1": pct(mqtt_ms), "opcua_event": pct(ev_ms), "opcua_datachange": pct(dc_ms)}
+        result["latency_run"] = {"frames": len(lat["decided"]), "fps": round(lat["fps"], 2),
+                                 "verdicts": lat["summary"].get("verdicts"),
+                                 "sinks": [{k: h.get(k) for k in ("name", "written", "dropped", "errors")}
+                                           for h in lat["summary"].get("sinks", [])]}
+        print("latency:", json.dumps(result["latency_ms"]), flush=True)
+        # throughput, interleaved: none / all three
+        rounds = []
+        for r in range(args.rounds):
+            order = ["none", "all"] if r % 2 == 0 else ["all", "none"]
+            row: dict[str, float] = {}
+            for which in order:
+                sinks = [] if which == "none" else plc_sinks(work, broker.port, opcua_port, plc_port)
+                run = run_service(make_config(work, sinks, 0, 2, args.engine), args.frames)
+                row[which] = round(run["fps"], 3)
+            row["ratio"] = round(row["all"] / row["none"], 4)
+            rounds.append(row)
+            print(f"round {r + 1}: {row}", flush=True)
+        result["throughput"] = {"rounds": rounds,
+                                "ratio_median": round(statistics.median(r["ratio"] for r in rounds), 4),
+                                "fps_none_median": round(statistics.median(r["none"] for r in rounds), 3),
+                                "fps_all_median": round(statistics.median(r["all"] for r in rounds), 3)}
+    finally:
+        msub.send_signal(signal.SIGTERM)
+        msub.wait(10)
+        mqtt_log.close()
+        worker.kill()
+        worker.wait(10)
+        broker.stop()
+    lm = result["latency_ms"]
+    targets = {
+        "mqtt_p99_le_5ms": lm["mqtt_qos1"].get("p99", 1e9) <= 5.0,
+        "opcua_event_p99_le_15ms": lm["opcua_event"].get("p99", 1e9) <= 15.0,
+        "opcua_datachange_p99_le_15ms": lm["opcua_datachange"].get("p99", 1e9) <= 15.0,
+        "throughput_ge_0_97x": result["throughput"]["ratio_median"] >= 0.97,
+    }
+    result["targets_met"] = targets
+    result["host"]["load_avg_end"] = os.getloadavg()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bridge.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, mqtt_ms, ev_ms, dc_ms, args.out / "bridge.png")
+    print(json.dumps({"latency_ms": lm, "throughput_ratio_median": result["throughput"]["ratio_median"],
+                      "targets_met": targets}))
+    if not os.environ.get("BENCH_KEEP"):
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print("kept", work)
+    return 0
+
+
+def plot(result: dict[str, Any], mqtt_ms: list[float], ev_ms: list[float], dc_ms: list[float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    data = [x for x in (mqtt_ms, ev_ms, dc_ms)]
+    a.boxplot(data, whis=(1, 99), showfliers=False)
+    a.set_xticks([1, 2, 3], ["MQTT QoS1", "OPC UA event", "OPC UA data change"])
+    a.axhline(5, color="tab:red", ls="--", lw=1, label="MQTT target p99 5 ms")
+    a.axhline(15, color="tab:orange", ls="--", lw=1, label="OPC UA target p99 15 ms")
+    a.set_ylabel("decision -> subscriber (ms), whiskers p1/p99")
+    a.legend(fontsize=8)
+    rounds = result["throughput"]["rounds"]
+    xs = range(1, len(rounds) + 1)
+    b.plot(xs, [r["none"] for r in rounds], "o-", label="no sinks")
+    b.plot(xs, [r["all"] for r in rounds], "s-", label="mqtt + opcua-server + opcua-client")
+    b.set_xlabel("round")
+    b.set_ylabel("frames/s (saturated)")
+    b.set_title(f"throughput ratio median {result['throughput']['ratio_median']:.3f}")
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
