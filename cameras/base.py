@@ -52,6 +52,9 @@ class Frame:
     handle: Any = None
     truth: GroundTruth | None = None
     error: str | None = None  # set for a glitched frame (incomplete, bad format): decided FAILSAFE
+    # with `error`: the problem is the image itself (an undecodable or truncated file, no usable
+    # reference), decided FAILSAFE `invalid_frame`; else the camera's (`camera_error`)
+    invalid: bool = False
     channel_order: str = "BGR"  # order of a 3-channel array's last axis: "BGR" or "RGB"
     # the defect-free golden reference of this view, where the camera supplies one per frame
     # (replay `references`); read-only, for a golden-reference model (`edge.reference`)

@@ -86,10 +86,12 @@ class PooledCamera:
         self.frames_delivered += 1
         return frame
 
-    def _error(self, part: str, reason: str, truth: GroundTruth | None) -> Frame:
-        """An error frame (empty array, decided FAILSAFE) for a part that could not be delivered."""
+    def _error(self, part: str, reason: str, truth: GroundTruth | None, invalid: bool = False) -> Frame:
+        """An error frame (empty array, decided FAILSAFE) for a part that could not be delivered;
+        `invalid`: the part's image itself is unusable (FAILSAFE invalid_frame, not camera_error)."""
         self.last_error = reason
         frame = self._new_frame(self._empty, part, truth, None, reason)
+        frame.invalid = invalid
         self.frames_error += 1
         return frame
 

@@ -440,11 +440,12 @@ class ReplayCamera(PooledCamera):
             if self.mode == "cached":
                 cached = self._images[self._pos - 1]
                 if cached is None:
-                    return self._error(part, item.problem or f"cannot read {item.path}", item.truth_for(*self._size))
+                    problem = item.problem or f"cannot read {item.path}"
+                    return self._error(part, problem, item.truth_for(*self._size), invalid=True)
                 truth = item.truth_for(cached.shape[1], cached.shape[0])
                 return self._make(cached.view(), part, truth, None, item.reference)
             if item.problem is not None:  # found at open: no usable reference, or undecodable then
-                return self._error(part, item.problem, item.truth_for(*self._size))
+                return self._error(part, item.problem, item.truth_for(*self._size), invalid=True)
             pool = self._pool
             assert pool is not None
             index = pool.acquire(self.config.pool_wait_s if self.period_s else None)
@@ -458,7 +459,7 @@ class ReplayCamera(PooledCamera):
                 pool.give_back(index)
                 if not os.path.exists(self.path):
                     raise CameraLostError(f"replay source {self.path} vanished")
-                return self._error(part, img, item.truth_for(*self._size))
+                return self._error(part, img, item.truth_for(*self._size), invalid=True)
             buf = pool.view(index, img.shape)
             np.copyto(buf, img)
             view = buf.view()

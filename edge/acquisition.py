@@ -174,7 +174,10 @@ class CameraSupervisor:
                 self.stats.count_frame_in()
                 self.state.add(frames_in=1)
                 self.metrics.frame_in(cam.name)
-                refuse = self.door(frame) if frame.error is None else None
+                if frame.error is None:
+                    refuse = self.door(frame)
+                else:  # an unusable image (undecodable file...) is an invalid frame; else the ring says camera_error
+                    refuse = (FailsafeReason.INVALID_FRAME, frame.error) if frame.invalid else None
                 self.ring.put(frame, cam, arrived, arrived + self.budget_ns(), refuse)
                 if last:
                     self.stop.set()

@@ -111,6 +111,7 @@ def test_bad_items_are_error_frames_in_place_and_the_line_goes_on(tmp_path: Path
     assert "truncated JPEG" in (errors[1] or "") and "p1.jpg" in (errors[1] or "")
     assert "p3.png" in (errors[3] or "")
     assert [e is None for e in errors] == [True, False, True, False, True] * 2
+    assert [f.invalid for f in frames] == [False, True, False, True, False] * 2  # the image is the problem
     h = cam.health()
     assert h["frames_incomplete"] == 4 and h["frames_delivered"] == 6
     assert h["decode_errors"] >= 2

@@ -73,8 +73,10 @@ def test_corrupt_frames_are_failsafe_with_their_cause_and_the_line_goes_on(tmp_p
             assert words in _message(v), (part, _message(v))
     for v in by_part["b"] + by_part["c"]:
         assert f"{v.part_id.split('#')[0]}.jpg" in _message(v)  # the file is named
-    for v in by_part["d"] + by_part["e"]:
-        assert v.failsafe_reason is FailsafeReason.INVALID_FRAME
+    for part in ("b", "c", "d", "e"):  # the image cannot be trusted: invalid_frame, with its cause
+        for v in by_part[part]:
+            assert v.failsafe_reason is FailsafeReason.INVALID_FRAME, (part, v.failsafe_reason)
+            assert _message(v).startswith("invalid_frame: "), _message(v)
     for part in ("a", "f"):  # the good files are judged as before
         assert all(v.verdict is not VerdictKind.FAILSAFE for v in by_part[part]), part
     assert all(v.verdict is VerdictKind.REJECT for v in by_part["a"])  # the defective board is found
@@ -116,6 +118,7 @@ def test_a_missing_reference_is_a_failsafe_for_that_part(tmp_path: Path) -> None
     assert summary["frames_in"] == 3
     bad = [v for v in verdicts if v.verdict is VerdictKind.FAILSAFE]
     assert len(bad) == 1 and boards[1].stem in bad[0].part_id and "no reference" in _message(bad[0])
+    assert bad[0].failsafe_reason is FailsafeReason.INVALID_FRAME
 
 
 def test_a_references_path_that_is_no_folder_stops_with_a_clear_error(tmp_path: Path) -> None:
