@@ -188,6 +188,62 @@ def run_service(cfg: Any, frames: int, ready: Any = None) -> dict[str, Any]:
     return {"decided": decided, "fps": (len(decided) - 1) / span, "summary": summary}
 
 
+def collect(mqtt_txt: Path, opcua_log: Path, decided: dict[str, int]) -> tuple[list[float], ...]:
+    """Receipt - decision (ms) per path for the verdicts in `decided` (result id -> decided wall ns)."""
+    walls = set(decided.values())
+    mqtt_ms: list[float] = []
+    for line in mqtt_txt.read_text().splitlines():
+        recv_s, _, payload = line.partition(" ")
+        try:
+            doc = json.loads(payload)
+        except json.JSONDecodeError:
+            continue
+        if doc.get("result_id") in decided:
+            mqtt_ms.append((int(round(float(recv_s) * 1e9)) - decided[doc["result_id"]]) / 1e6)
+    ev_ms: list[float] = []
+    dc_ms: list[float] = []
+    rounded = {w // 1000 * 1000 for w in walls}  # OPC UA DateTime: 100 ns resolution, read back to the us
+    for line in opcua_log.read_text().splitlines():
+        rec = json.loads(line)
+        if rec["decided"] in rounded:
+            (ev_ms if rec["kind"] == "event" else dc_ms).append((rec["recv"] - rec["decided"]) / 1e6)
+    return mqtt_ms, ev_ms, dc_ms
+
+
+def bridge_alone(work: Path, mqtt_port: int, opcua_port: int, n: int, rate_ppm: float, ready: Any) -> dict[str, int]:
+    """The mqtt and opcua-server sinks fed verdicts at the line rate by this thread (no pipeline)."""
+    from edge.ioloop import IoLoop
+    from edge.registry import sink_registry
+    from tests.plc.peers import make_verdict
+
+    loop = IoLoop("bench-io")
+    loop.start()
+    reg = sink_registry()
+    sinks = [reg.validate(c).build(work) for c in plc_sinks(work, mqtt_port, opcua_port, None)]  # type: ignore[attr-defined]
+    sinks[1].use(loop, None)
+    for s in sinks:
+        s.start()
+    end = time.monotonic() + 60
+    while not ready() and time.monotonic() < end:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    decided: dict[str, int] = {}
+    period = 60.0 / rate_ppm
+    t = time.monotonic()
+    for i in range(n):
+        v = make_verdict(i, "REJECT" if i % 4 == 0 else "PASS", budget_ms=1000)
+        for s in sinks:
+            s.submit(v)
+        decided[v.result_id] = v.decided_wall_ns
+        t += period
+        time.sleep(max(0.0, t - time.monotonic()))
+    time.sleep(1.0)
+    for s in sinks:
+        s.close()
+    loop.stop()
+    return decided
+
+
 def pct(values: list[float]) -> dict[str, float | int]:
     if not values:
         return {"n": 0}
@@ -261,31 +317,26 @@ def main() -> int:
         cfg = make_config(work, plc_sinks(work, broker.port, opcua_port, None), args.rate_ppm, 0, args.engine)
         lat = run_service(cfg, args.latency_frames, lambda: bool(subscribed_ns))
         time.sleep(1.0)
-        Path(str(opcua_log) + ".pause").touch()
         # measured: verdicts decided once the OPC UA subscriber had subscribed (all paths alike)
         since = subscribed_ns[0] + 500_000_000 if subscribed_ns else 0
         decided = {rid: wall for rid, wall, _ in lat["decided"] if wall >= since}
-        mqtt_ms = []
-        for line in (work / "mqtt.txt").read_text().splitlines():
-            recv_s, _, payload = line.partition(" ")
-            try:
-                doc = json.loads(payload)
-            except json.JSONDecodeError:
-                continue
-            if doc.get("result_id") in decided:
-                mqtt_ms.append((int(round(float(recv_s) * 1e9)) - decided[doc["result_id"]]) / 1e6)
-        ev_ms, dc_ms = [], []
-        for line in opcua_log.read_text().splitlines():
-            rec = json.loads(line)
-            if rec["decided"] < since:
-                continue
-            (ev_ms if rec["kind"] == "event" else dc_ms).append((rec["recv"] - rec["decided"]) / 1e6)
+        mqtt_ms, ev_ms, dc_ms = collect(work / "mqtt.txt", opcua_log, decided)
         result["latency_ms"] = {"mqtt_qos1": pct(mqtt_ms), "opcua_event": pct(ev_ms), "opcua_datachange": pct(dc_ms)}
         result["latency_run"] = {"frames": len(lat["decided"]), "fps": round(lat["fps"], 2),
                                  "verdicts": lat["summary"].get("verdicts"),
                                  "sinks": [{k: h.get(k) for k in ("name", "written", "dropped", "errors")}
                                            for h in lat["summary"].get("sinks", [])]}
         print("latency:", json.dumps(result["latency_ms"]), flush=True)
+        # the bridge alone: the same sinks and subscribers, verdicts at the same rate, no inference
+        n_sub = len(subscribed_ns)
+        alone = bridge_alone(work, broker.port, opcua_port, args.latency_frames, args.rate_ppm,
+                             lambda: len(subscribed_ns) > n_sub)
+        Path(str(opcua_log) + ".pause").touch()
+        time.sleep(1.0)
+        a_mqtt, a_ev, a_dc = collect(work / "mqtt.txt", opcua_log, alone)
+        result["latency_ms_bridge_alone"] = {"mqtt_qos1": pct(a_mqtt), "opcua_event": pct(a_ev),
+                                             "opcua_datachange": pct(a_dc)}
+        print("latency, bridge alone:", json.dumps(result["latency_ms_bridge_alone"]), flush=True)
         # throughput, interleaved: none / all three
         rounds = []
         for r in range(args.rounds):
