@@ -148,7 +148,11 @@ class OpcUaClientSink(DurableSink):
     def _on_loop(self, coro: Any, timeout: float) -> Any:
         """Run a coroutine on the I/O loop from the writer thread; a lost PLC becomes TransientSinkError."""
         assert self.ioloop is not None
-        future = self.ioloop.run(coro)
+        try:
+            future = self.ioloop.run(coro)
+        except Exception as exc:  # the I/O loop is gone (the service stopping)
+            coro.close()
+            raise TransientSinkError(f"PLC {self.ocfg.url}: no I/O loop ({exc})") from exc
         try:
             return future.result(timeout)
         except (SinkError, TransientSinkError):

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from asyncua import Server, ua
+from asyncua.crypto.permission_rules import User, UserRole
 
 from edge.ioloop import IoLoop
 from edge.registry import sink_registry
+from plc.certs import make_leaf, write_keypair
 from plc.opcua_client import OpcUaClientSink, OpcUaClientSinkConfig
-from tests.plc.peers import free_port, make_verdict, wait_until
+from tests.plc.peers import free_port, make_client_pki, make_verdict, wait_until
 
 TAGS = {
     "VerdictCode": (ua.VariantType.Int16, 0),
@@ -34,8 +36,9 @@ class PlcStandIn:
 
     Its tag values survive a restart (like a PLC's retained data block)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, pki: Path | None = None) -> None:
         self.port = port
+        self.pki = pki  # with a folder: Basic256Sha256 SignAndEncrypt and a username/password login only
         self.loop = IoLoop("plc-standin")
         self.received: list[dict[str, Any]] = []
         self.values: dict[str, Any] = {k: v for k, (_, v) in TAGS.items()}
@@ -51,10 +54,19 @@ class PlcStandIn:
         self.loop.stop()
 
     async def _start(self) -> None:
-        server = Server()
+        server = Server(user_manager=_PlcUsers() if self.pki else None)
         await server.init()
         server.set_endpoint(f"opc.tcp://127.0.0.1:{self.port}/plc")
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        if self.pki is not None:
+            pair = make_leaf(None, "plc", dns=["localhost"], ips=["127.0.0.1"], uri="urn:test:plc-app")
+            write_keypair(pair, self.pki / "plc_cert.der", self.pki / "plc_key.pem")
+            await server.set_application_uri("urn:test:plc-app")
+            await server.load_certificate(str(self.pki / "plc_cert.der"))
+            await server.load_private_key(str(self.pki / "plc_key.pem"))
+            server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+            server.set_identity_tokens([ua.UserNameIdentityToken])
+        else:
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         ns = await server.register_namespace("urn:test:plc")
         db = await server.nodes.objects.add_object(ua.NodeId("DB_Vision", ns), "DB_Vision")
         self.nodes = {}
@@ -87,6 +99,54 @@ class PlcStandIn:
     def ids(self) -> list[str]:
         with self.lock:
             return [r["ResultId"] for r in self.received]
+
+
+class _PlcUsers:
+    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None,
+                 certificate: Any = None) -> User | None:
+        return User(role=UserRole.User, name=username) if (username, password) == ("vision", "v-pw") else None
+
+
+def test_client_mode_over_signandencrypt_with_a_user(tmp_path: Path) -> None:
+    port = free_port()
+    plc = PlcStandIn(port, pki=tmp_path / "plc")
+    (tmp_path / "plc").mkdir()
+    plc.start()
+    pki = make_client_pki(tmp_path / "client", None, uri="urn:edge-inspect:plc-client")
+    loop = IoLoop("service-io")
+    loop.start()
+    base = {
+        "type": "opcua-client",
+        "url": f"opc.tcp://127.0.0.1:{port}/plc",
+        "tags": {"verdict_code": "ns=2;s=DB_Vision.VerdictCode", "sequence": "ns=2;s=DB_Vision.Sequence",
+                 "result_id": "ns=2;s=DB_Vision.ResultId", "ack": "ns=2;s=DB_Vision.Ack"},
+        "security": {"mode": "SignAndEncrypt", "certificate": str(pki.cert), "private_key": str(pki.key)},
+        "username": "vision",
+        "connect_timeout_s": 5.0,
+    }
+    try:
+        wrong = OpcUaClientSinkConfig.model_validate(
+            {**base, "password": "nope", "journal": {"path": str(tmp_path / "j1.sqlite")}}).build(tmp_path)
+        wrong.ioloop = loop
+        wrong.start()
+        v0 = make_verdict(0, "REJECT", budget_ms=30_000)
+        wrong.submit(v0)
+        assert wait_until(lambda: wrong.health()["errors"] >= 1, 30)
+        assert wrong.health()["written"] == 0 and plc.ids() == []  # refused login: nothing written
+        wrong.close(timeout=1)
+        sink = OpcUaClientSinkConfig.model_validate(
+            {**base, "password": "v-pw", "journal": {"path": str(tmp_path / "j2.sqlite")}}).build(tmp_path)
+        sink.ioloop = loop
+        sink.start()
+        vs = [make_verdict(i, "PASS", budget_ms=30_000) for i in range(1, 6)]
+        for v in vs:
+            sink.submit(v)
+        assert wait_until(lambda: plc.ids() == [v.result_id for v in vs], 60), (plc.ids(), sink.health()["last_error"])
+        assert sink.health()["acked"] == 5
+        sink.close(timeout=5)
+    finally:
+        loop.stop()
+        plc.stop()
 
 
 def test_client_mode_writes_every_current_verdict_through_a_plc_restart(tmp_path: Path) -> None:
