@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edge.sinks.durable import DurableSink, DurableSinkConfigBase
 from edge.sinks.journal import JournalEntry
 from plc.mqtt_link import LinkSettings, MqttLink, read_password
-from plc.mqtt_model import Topics
+from plc.mqtt_model import BEHIND, ONLINE, Topics
 
 
 class MqttTlsConfig(BaseModel):
@@ -48,6 +48,9 @@ class MqttSinkConfig(DurableSinkConfigBase):
     reconnect_max_s: int = Field(5, ge=1, description="Longest back-off between reconnection attempts.")
     publish_verdicts: bool = Field(True, description="Publish every verdict on <station>/verdict.")
     publish_rejects: bool = Field(True, description="Publish REJECT/FAILSAFE on <station>/reject (with expiry).")
+    behind_backlog: int = Field(
+        512, ge=1, description="Outbox size above which the station's state topic says 'behind'."
+    )
 
     def build(self, base_dir: Path) -> MqttSink:
         return MqttSink(self.name or "mqtt", self, base_dir)
@@ -85,12 +88,15 @@ class MqttSink(DurableSink):
             max_inflight=max(20, min(1000, cfg.journal.batch_size * 2)),
         )
         self.link = MqttLink(settings, name)
+        self.behind_backlog = cfg.behind_backlog
 
     def open(self) -> None:
         self.link.open()
 
     def deliver(self, entries: list[JournalEntry]) -> int | None:
         self.link.deliver(entries)
+        waiting = self.backlog() - len(entries)
+        self.link.set_state(BEHIND if waiting > self.behind_backlog else ONLINE)
         return None
 
     def shutdown(self) -> None:

@@ -88,6 +88,7 @@ class MqttLink:
         self._lock = threading.Lock()
         self._refused: dict[int, ReasonCode] = {}
         self._closing = False
+        self._state = mqtt_model.OFFLINE
         self._session = 0  # +1 at every disconnect: a batch spanning one is delivered again, re-classified
         self.unacked_dropped = 0  # messages paho held unacknowledged at a disconnect (the outbox keeps them)
         self.connects = 0
@@ -165,6 +166,7 @@ class MqttLink:
             return
         self.connects += 1
         self._connected.set()
+        self._state = mqtt_model.ONLINE
         client.publish(self.s.topics.state, mqtt_model.ONLINE, qos=1, retain=True)
         log.info("mqtt sink %s: connected to %s:%s", self.name, self.s.host, self.s.port)
 
@@ -259,6 +261,16 @@ class MqttLink:
         self.published += len(pending)
         self.published_current += current
         self.published_stale += stale
+
+    def set_state(self, state: str) -> None:
+        """Publish the station's state (retained) when it changed: online / behind (offline: the will)."""
+        client = self._client
+        if client is None or not self.connected or state == self._state:
+            return
+        self._state = state
+        client.publish(self.s.topics.state, state, qos=1, retain=True)
+        log.log(logging.WARNING if state != mqtt_model.ONLINE else logging.INFO,
+                "mqtt sink %s: station state %s", self.name, state)
 
     def _await_puback(self, info: mqtt.MQTTMessageInfo, session: int, end: float) -> None:
         while not info.is_published():

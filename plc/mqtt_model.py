@@ -7,7 +7,8 @@ Topics under ``<prefix>/<station>/``:
   (rounded up to whole seconds) at the part's deadline;
 - ``late/verdict`` and ``late/reject``: the same for stale verdicts (late, expired or replayed):
   records for traceability, never commands;
-- ``state``: retained ``online`` / ``offline`` (``offline`` is also the connection's last will).
+- ``state``: retained ``online`` / ``behind`` (the outbox is not keeping up) / ``offline``
+  (``offline`` is also the connection's last will).
 
 The payload is the verdict record (`Verdict.to_dict()`, with its ``schema`` version) as UTF-8
 JSON, plus ``station`` and ``delivery`` (see `plc.stale.Delivery`): whether it is stale and why,
@@ -26,6 +27,7 @@ from plc.stale import Delivery, expiry_interval_s
 BRIDGE_VERSION = 1  # version of what the bridge adds around the record ("station", "delivery")
 REJECTING = ("REJECT", "FAILSAFE")
 ONLINE = "online"
+BEHIND = "behind"  # connected, but the outbox holds more than a batch: the link is not keeping up
 OFFLINE = "offline"
 
 
