@@ -61,10 +61,13 @@ def station_config(base: Path, model: Path, images: Path, references: Path, toke
     return yaml.safe_dump(cfg, sort_keys=False)
 
 
-def start_station(base: Path, model: Path, images: Path, references: Path, **over: Any) -> Iterator[Station]:
+def start_station(
+    base: Path, model: Path, images: Path, references: Path, with_token: bool = True, **over: Any
+) -> Iterator[Station]:
     token_env = f"EI_TEST_TOKEN_{secrets.token_hex(4).upper()}"
     token = secrets.token_urlsafe(24)
-    os.environ[token_env] = token
+    if with_token:
+        os.environ[token_env] = token
     try:
         cfg = parse_config(station_config(base, model, images, references, token_env, **over), "<web test>", base)
         service = build_service(cfg)
