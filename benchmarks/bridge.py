@@ -371,7 +371,8 @@ def main() -> int:
     result["host"]["load_avg_end"] = os.getloadavg()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bridge.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, mqtt_ms, ev_ms, dc_ms, args.out / "bridge.png")
+    plot(result, {"with pipeline": [mqtt_ms, ev_ms, dc_ms], "bridge alone": [a_mqtt, a_ev, a_dc]},
+         args.out / "bridge.png")
     print(json.dumps({"latency_ms": lm, "throughput_ratio_median": result["throughput"]["ratio_median"],
                       "targets_met": targets}))
     if not os.environ.get("BENCH_KEEP"):
@@ -381,19 +382,29 @@ def main() -> int:
     return 0
 
 
-def plot(result: dict[str, Any], mqtt_ms: list[float], ev_ms: list[float], dc_ms: list[float], path: Path) -> None:
+def plot(result: dict[str, Any], runs: dict[str, list[list[float]]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    data = [x for x in (mqtt_ms, ev_ms, dc_ms)]
-    a.boxplot(data, whis=(1, 99), showfliers=False)
-    a.set_xticks([1, 2, 3], ["MQTT QoS1", "OPC UA event", "OPC UA data change"])
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    labels = ["MQTT QoS1", "OPC UA event", "OPC UA data change"]
+    pos = 1
+    ticks, names = [], []
+    for run, colour in (("with pipeline", "tab:blue"), ("bridge alone", "tab:green")):
+        bp = a.boxplot(runs[run], positions=[pos, pos + 1, pos + 2], whis=(1, 99), showfliers=False,
+                       patch_artist=True)
+        for box in bp["boxes"]:
+            box.set_facecolor(colour)
+            box.set_alpha(0.4)
+        ticks += [pos, pos + 1, pos + 2]
+        names += [f"{n}\n({run})" for n in labels]
+        pos += 4
+    a.set_xticks(ticks, names, fontsize=7)
     a.axhline(5, color="tab:red", ls="--", lw=1, label="MQTT target p99 5 ms")
     a.axhline(15, color="tab:orange", ls="--", lw=1, label="OPC UA target p99 15 ms")
-    a.set_ylabel("decision -> subscriber (ms), whiskers p1/p99")
+    a.set_ylabel("decision -> independent subscriber (ms), whiskers p1/p99")
     a.legend(fontsize=8)
     rounds = result["throughput"]["rounds"]
     xs = range(1, len(rounds) + 1)
@@ -403,6 +414,8 @@ def plot(result: dict[str, Any], mqtt_ms: list[float], ev_ms: list[float], dc_ms
     b.set_ylabel("frames/s (saturated)")
     b.set_title(f"throughput ratio median {result['throughput']['ratio_median']:.3f}")
     b.legend(fontsize=8)
+    load = result["host"].get("load_avg_start", [0])[0]
+    fig.suptitle(f"PLC bridge, {result['host'].get('cpus')} CPUs, load average at start {load:.1f}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 

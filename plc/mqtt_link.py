@@ -208,7 +208,6 @@ class MqttLink:
     # -- delivery -------------------------------------------------------------
     def _properties(self, msg: mqtt_model.OutMessage) -> Properties:
         props = Properties(PacketTypes.PUBLISH)
-        props.PayloadFormatIndicator = 1
         props.ContentType = "application/json"
         if msg.expiry_s is not None:
             props.MessageExpiryInterval = msg.expiry_s

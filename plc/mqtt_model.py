@@ -88,11 +88,9 @@ def messages(
 ) -> list[OutMessage]:
     """The messages one verdict becomes (none, one or two)."""
     body = json.dumps(payload(record, topics.station, delivery), separators=(",", ":")).encode()
-    props = (
+    props = (  # for routing and de-duplication without parsing the payload (kept short: paho packs each)
         ("result_id", str(record.get("result_id", ""))),
-        ("verdict", str(record.get("verdict", ""))),
         ("stale", "true" if delivery.stale else "false"),
-        ("deadline_wall_ns", str(delivery.deadline_wall_ns)),
     )
     out: list[OutMessage] = []
     if all_verdicts:
