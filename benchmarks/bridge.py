@@ -304,7 +304,8 @@ def main() -> int:
 
     threading.Thread(target=read_worker, daemon=True).start()
     mqtt_log = (work / "mqtt.txt").open("w")
-    msub = subprocess.Popen([shutil.which("mosquitto_sub") or "mosquitto_sub", "-h", "127.0.0.1", "-p",
+    line_buffered = [shutil.which("stdbuf") or "stdbuf", "-oL"] if shutil.which("stdbuf") else []
+    msub = subprocess.Popen([*line_buffered, shutil.which("mosquitto_sub") or "mosquitto_sub", "-h", "127.0.0.1", "-p",
                              str(broker.port), "-q", "1", "-t", "edge-inspect/bench/verdict", "-F", "%U %p"],
                             stdout=mqtt_log, stderr=subprocess.DEVNULL)
     result: dict[str, Any] = {
