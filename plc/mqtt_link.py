@@ -89,6 +89,7 @@ class MqttLink:
         self._refused: dict[int, ReasonCode] = {}
         self._closing = False
         self._state = mqtt_model.OFFLINE
+        self._props: dict[int | None, Properties] = {}
         self._session = 0  # +1 at every disconnect: a batch spanning one is delivered again, re-classified
         self.unacked_dropped = 0  # messages paho held unacknowledged at a disconnect (the outbox keeps them)
         self.connects = 0
@@ -207,11 +208,14 @@ class MqttLink:
 
     # -- delivery -------------------------------------------------------------
     def _properties(self, msg: mqtt_model.OutMessage) -> Properties:
-        props = Properties(PacketTypes.PUBLISH)
-        props.ContentType = "application/json"
-        if msg.expiry_s is not None:
-            props.MessageExpiryInterval = msg.expiry_s
-        props.UserProperty = list(msg.user_properties)
+        """PUBLISH properties, built once per expiry value (paho packs them again for every message)."""
+        props = self._props.get(msg.expiry_s)
+        if props is None:
+            props = Properties(PacketTypes.PUBLISH)
+            props.ContentType = "application/json"
+            if msg.expiry_s is not None:
+                props.MessageExpiryInterval = msg.expiry_s
+            self._props[msg.expiry_s] = props
         return props
 
     def deliver(self, entries: Sequence[Entry]) -> None:

@@ -65,7 +65,6 @@ class OutMessage:
     topic: str
     payload: bytes
     expiry_s: int | None  # MQTT v5 message-expiry interval, None = no expiry
-    user_properties: tuple[tuple[str, str], ...]
 
 
 def payload(record: Mapping[str, Any], station: str, delivery: Delivery) -> dict[str, Any]:
@@ -88,17 +87,13 @@ def messages(
 ) -> list[OutMessage]:
     """The messages one verdict becomes (none, one or two)."""
     body = json.dumps(payload(record, topics.station, delivery), separators=(",", ":")).encode()
-    props = (  # for routing and de-duplication without parsing the payload (kept short: paho packs each)
-        ("result_id", str(record.get("result_id", ""))),
-        ("stale", "true" if delivery.stale else "false"),
-    )
     out: list[OutMessage] = []
     if all_verdicts:
         topic = topics.late_verdict if delivery.stale else topics.verdict
-        out.append(OutMessage(topic, body, None, props))
+        out.append(OutMessage(topic, body, None))
     if rejects and record.get("verdict") in REJECTING:
         if delivery.stale:
-            out.append(OutMessage(topics.late_reject, body, None, props))
+            out.append(OutMessage(topics.late_reject, body, None))
         else:
-            out.append(OutMessage(topics.reject, body, expiry_interval_s(delivery), props))
+            out.append(OutMessage(topics.reject, body, expiry_interval_s(delivery)))
     return out

@@ -32,6 +32,7 @@ from plc.machine_vision.result_model import Counters, ResultFields, VisionStates
 log = logging.getLogger(__name__)
 
 STATION_NS = "urn:edge-inspect:station"
+_UNSET = object()
 
 
 class Control(Protocol):
@@ -131,6 +132,7 @@ class VisionServer:
         self.ns = 0
         self.mv = 0
         self.last_ready = False  # as of the last refresh (health() reads this, never the probe)
+        self._last: dict[str, Any] = {}
 
     # -- set-up -----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -237,9 +239,13 @@ class VisionServer:
 
     # -- values -----------------------------------------------------------------------------------
     async def _set(self, name: str, value: Any) -> None:
+        """Write a flat variable when its value changed (subscribers see only real changes)."""
         assert self.server is not None
+        if self._last.get(name, _UNSET) == value:
+            return
         nodeid, vtype = self._vars[name]
         await self.server.write_attribute_value(nodeid, ua.DataValue(ua.Variant(value, vtype)))
+        self._last[name] = value
 
     def _mode(self) -> str:
         if self.control is None:

@@ -46,7 +46,7 @@ def test_verdicts_rejects_state_and_expiry(broker: Mosquitto) -> None:
         assert doc["detections"][0]["class"] == "short"
         # the reject expires with its part's deadline (250 ms away -> 1 s, MQTT's resolution)
         assert rej.properties["MessageExpiryInterval"] == 1
-        assert ("result_id", batch[1].result_id) in rej.properties["UserProperty"]
+        assert rej.properties["ContentType"] == "application/json"
         assert "MessageExpiryInterval" not in sub.on("st1/verdict")[0].properties
         assert [m.payload for m in sub.on("/state")] == [b"online"]
         assert sub.on("/late/verdict") == []
