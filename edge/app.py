@@ -53,7 +53,7 @@ class Service:
     state: str = "built"
     started_wall_ns: int = 0
     _started_mono: float = 0.0
-    components: list[Any] = field(default_factory=list)  # started after the sinks, stopped before them
+    components: list[Any] = field(default_factory=list)  # started after the pipeline, stopped after it drained
 
     @property
     def context(self) -> ServiceContext:
@@ -117,12 +117,14 @@ class Service:
 
     def stop(self) -> dict[str, Any]:
         self.state = "stopping"
+        # the pipeline first: frames still in flight get their verdicts, and the components
+        # (evidence, the status page) see them before they stop
+        summary = self.pipeline.stop()
         for c in reversed(self.components):
             try:
                 c.close()
             except Exception:
                 log.exception("component %s failed to stop", getattr(c, "name", c))
-        summary = self.pipeline.stop()
         self.pipeline.inspector.engine.close()
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
