@@ -2,18 +2,27 @@
 
     emitter thread: listener(verdict, frame) --one copy--> pool slot --queue--> encoder thread
                                                                           |
-              <id>.jpg (detections drawn), <id>.heat.jpg (|part - reference|), <id>.thumb.jpg
+          capture: <id>.frame.jpg (the frame, encoded once), <id>.thumb.jpg, <id>.meta.json
+                   (the verdict record: detections, the rule that fired), refs/<sha1>.png (the
+                   golden reference, once per distinct reference)
+        on demand: <id>.jpg (detections drawn), <id>.heat.jpg (|part - reference|), rendered on the
+                   first request from the kept frame and record, then cached beside them
 
 The listener runs in the pipeline's emitting thread before the camera buffer is released: it
 copies the frame (and a per-frame golden reference) once into a free slot of a pool allocated
 at start and returns; when no slot is free the evidence is skipped and counted, the verdict
-never waits. A lower-priority encoder thread draws, encodes and writes the files, then gives
-the slot back. Files are named by the verdict's result id and found only by it (an id is
-checked against its pattern before any path is made). Retention by count, age and free disk.
+never waits. A lower-priority encoder thread encodes and writes what capture time needs (the
+overlays and the heat map cost more than the frame's own encoding: they are drawn only for
+the verdicts someone looks at), then gives the slot back. Files are named by the verdict's
+result id and found only by it (an id is checked against its pattern before any path is
+made). Retention by count, age and free disk; a reference file goes with the last verdict
+that uses it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import queue
@@ -37,7 +46,9 @@ log = logging.getLogger(__name__)
 
 EVIDENCE_ID = re.compile(r"^[0-9a-f]{16}-[0-9a-f]{4}-[0-9a-f]{8}$")
 KINDS = ("image", "heat", "thumb")
+REF_ID = re.compile(r"^[0-9a-f]{40}$")
 _SUFFIX = {"image": "", "heat": ".heat", "thumb": ".thumb"}
+_PARTS = ("", ".heat", ".thumb", ".frame", ".meta")  # every file of one verdict's evidence
 _STOP = object()
 
 
@@ -121,7 +132,7 @@ def heat_map(part_grey: np.ndarray, reference_grey: np.ndarray, floor: int = 24)
 
 
 class EvidenceRecorder:
-    """Verdict listener + encoder thread + retention. See the module doc."""
+    """Verdict listener + encoder thread + on-demand renderer + retention. See the module doc."""
 
     def __init__(
         self,
@@ -132,6 +143,7 @@ class EvidenceRecorder:
     ) -> None:
         self.config = config
         self.dir = Path(out_dir)
+        self.refs_dir = self.dir / "refs"
         self.index = index
         self.references_for = references_for
         self.slot_bytes = int(config.max_frame_mb * 1024 * 1024)
@@ -140,8 +152,11 @@ class EvidenceRecorder:
         self._jobs: queue.Queue[Any] = queue.Queue(maxsize=config.pool_slots + 1)
         self._thread: threading.Thread | None = None
         self._pass_acc = 0.0
-        self._kept: OrderedDict[str, tuple[int, int]] = OrderedDict()  # id -> (bytes, created wall ns)
+        # id -> (bytes, created wall ns, reference hash or None)
+        self._kept: OrderedDict[str, tuple[int, int, str | None]] = OrderedDict()
         self._kept_lock = threading.Lock()
+        self._refs: dict[str, int] = {}  # reference hash -> kept verdicts using it
+        self._fixed_refs: dict[int, tuple[np.ndarray, str]] = {}  # id(camera reference) -> (it, hash)
         self.counts = {
             "offered": 0,
             "taken": 0,
@@ -151,13 +166,15 @@ class EvidenceRecorder:
             "sampled_out": 0,
             "errors": 0,
             "deleted": 0,
+            "rendered": 0,
+            "references": 0,
         }
         self.last_error: str | None = None
-        self._written_bytes = 0  # of the verdict being encoded (encoder thread only)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.refs_dir.mkdir(exist_ok=True)
         # np.empty: the pages are only touched when a slot is first used
         self._pool = [np.empty(self.slot_bytes, np.uint8) for _ in range(self.config.pool_slots)]
         self._free = deque(range(self.config.pool_slots))
@@ -205,29 +222,100 @@ class EvidenceRecorder:
         self._jobs.put_nowait((slot, verdict, array.shape, frame.channel_order, ref_shape))
         c["taken"] += 1
 
-    # -- serving -----------------------------------------------------------------------------------
-    def path_for(self, evidence_id: str, kind: str = "image") -> Path | None:
-        """The file of one kind for an evidence id, or None (bad id, unknown kind, not kept)."""
-        if kind not in _SUFFIX or not isinstance(evidence_id, str) or not EVIDENCE_ID.match(evidence_id):
+    # -- serving (request threads) -------------------------------------------------------------------
+    def _file(self, evidence_id: str, part: str, ext: str) -> Path:
+        return self.dir / f"{evidence_id}{part}.{ext}"
+
+    def _valid(self, evidence_id: Any, kind: str) -> bool:
+        return kind in _SUFFIX and isinstance(evidence_id, str) and bool(EVIDENCE_ID.match(evidence_id))
+
+    def _meta(self, evidence_id: str) -> dict[str, Any] | None:
+        try:
+            meta = json.loads(self._file(evidence_id, ".meta", "json").read_text())
+        except (OSError, ValueError):
             return None
-        path = self.dir / f"{evidence_id}{_SUFFIX[kind]}.{self._ext(kind)}"
-        return path if path.is_file() else None
+        return meta if isinstance(meta, dict) else None
+
+    def path_for(self, evidence_id: str, kind: str = "image") -> Path | None:
+        """The file of one kind for an evidence id, or None (bad id, unknown kind, not kept).
+
+        The thumbnail is written at capture; the image with its detections drawn and the heat
+        map are rendered from the kept frame on the first request and cached beside it."""
+        if not self._valid(evidence_id, kind):
+            return None
+        path = self._file(evidence_id, _SUFFIX[kind], self._ext(kind))
+        if path.is_file():
+            return path
+        if kind == "thumb":
+            return None
+        try:
+            return self._render(evidence_id, kind, path)
+        except Exception as exc:  # an unreadable frame is a missing image, not a server error
+            self.counts["errors"] += 1
+            self.last_error = f"{evidence_id} {kind}: {exc}"
+            log.warning("evidence: cannot render %s %s: %s", kind, evidence_id, exc)
+            return None
 
     def has(self, evidence_id: str) -> bool:
         with self._kept_lock:
             return evidence_id in self._kept
 
     def kinds(self, evidence_id: str) -> list[str]:
-        return [k for k in KINDS if self.path_for(evidence_id, k) is not None]
+        """The kinds of evidence kept (or renderable) for an id, without rendering any."""
+        if not self._valid(evidence_id, "image"):
+            return []
+        out = [k for k in KINDS if self._file(evidence_id, _SUFFIX[k], self._ext(k)).is_file()]
+        meta = self._meta(evidence_id)
+        if meta is not None and self._file(evidence_id, ".frame", str(meta.get("ext"))).is_file():
+            if "image" not in out:
+                out.append("image")
+            ref = meta.get("reference")
+            if "heat" not in out and isinstance(ref, str) and self._ref_path(ref).is_file():
+                out.append("heat")
+        return [k for k in KINDS if k in out]
+
+    def _render(self, evidence_id: str, kind: str, path: Path) -> Path | None:
+        meta = self._meta(evidence_id)
+        if meta is None:
+            return None
+        ext = str(meta.get("ext"))
+        stored = self._file(evidence_id, ".frame", ext)
+        if ext not in ("jpg", "png") or not stored.is_file():
+            return None
+        record = meta.get("verdict") or {}
+        flag = cv2.IMREAD_UNCHANGED
+        frame = cv2.imread(str(stored), flag)
+        if frame is None:
+            raise OSError(f"cannot decode {stored.name}")
+        if kind == "heat":
+            ref = meta.get("reference")
+            if not isinstance(ref, str) or not REF_ID.match(ref):
+                return None
+            reference = cv2.imread(str(self._ref_path(ref)), cv2.IMREAD_GRAYSCALE)
+            grey = frame if frame.ndim == 2 else frame[:, :, int(meta.get("channel", 0))]
+            if reference is None or reference.shape != grey.shape:
+                return None
+            image = draw_detections(heat_map(grey, reference), record)
+        else:
+            image = draw_detections(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame, record)
+        size = self._write_file(path, image, self._params(self._ext(kind)))
+        self.counts["rendered"] += 1
+        with self._kept_lock:
+            kept = self._kept.get(evidence_id)
+            if kept is not None:
+                self._kept[evidence_id] = (kept[0] + size, kept[1], kept[2])
+        return path
 
     def health(self) -> dict[str, Any]:
         with self._kept_lock:
             kept = len(self._kept)
-            size = sum(b for b, _ in self._kept.values())
+            size = sum(k[0] for k in self._kept.values())
+            refs = len(self._refs)
         return {
             **self.counts,
             "kept": kept,
             "bytes": size,
+            "reference_files": refs,
             "pool_free": len(self._free),
             "pool_slots": self.config.pool_slots,
             "backlog": self._jobs.qsize(),
@@ -238,6 +326,14 @@ class EvidenceRecorder:
     # -- encoder thread --------------------------------------------------------------------------
     def _ext(self, kind: str) -> str:
         return "jpg" if kind == "thumb" else self.config.format
+
+    def _params(self, ext: str, quality: int | None = None) -> list[int]:
+        if ext == "png":
+            return [cv2.IMWRITE_PNG_COMPRESSION, 1]
+        return [cv2.IMWRITE_JPEG_QUALITY, quality or self.config.jpeg_quality]
+
+    def _ref_path(self, ref: str) -> Path:
+        return self.refs_dir / f"{ref}.png"
 
     def _run(self) -> None:
         try:  # below the inference worker: encoding yields to it on a busy CPU
@@ -258,56 +354,86 @@ class EvidenceRecorder:
             finally:
                 self._free.append(slot)
 
-    def _encode(self, slot: int, verdict: Verdict, shape: tuple[int, ...], order: str, ref_shape: Any) -> None:
-        buf = self._pool[slot]
-        n = int(np.prod(shape))
-        frame = buf[:n].reshape(shape)
-        if frame.ndim == 2:
-            image = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-        else:
-            image = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR) if order == "RGB" else frame[:, :, :3].copy()
+    def _reference_id(self, buf: np.ndarray, n: int, ref_shape: Any, camera: str) -> str | None:
+        """The content hash of the frame's golden reference, its PNG written once per distinct one."""
         reference: np.ndarray | None = None
+        ref: str | None = None
+        fixed: np.ndarray | None = None
         if ref_shape is not None:
             reference = buf[n : n + int(np.prod(ref_shape))].reshape(ref_shape)
         elif self.references_for is not None:
-            reference = self.references_for(verdict.camera)
-        if reference is not None and reference.ndim == 3:
+            fixed = self.references_for(camera)
+            known = self._fixed_refs.get(id(fixed)) if fixed is not None else None
+            if known is not None and known[0] is fixed:  # the camera's table: hashed once
+                ref = known[1]
+            reference = fixed
+        if reference is None:
+            return None
+        if reference.ndim == 3:
             reference = reference[:, :, 0]
-        # a golden-reference model compares the first channel with the reference (edge.reference)
-        grey = frame if frame.ndim == 2 else frame[:, :, 0]
+        if ref is None:
+            h = hashlib.sha1(usedforsecurity=False)
+            h.update(repr(reference.shape).encode())
+            h.update(np.ascontiguousarray(reference).data)
+            ref = h.hexdigest()
+            if fixed is not None:
+                self._fixed_refs[id(fixed)] = (fixed, ref)
+        path = self._ref_path(ref)
+        if not path.is_file():
+            self._write_file(path, np.ascontiguousarray(reference), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+            self.counts["references"] += 1
+        return ref
+
+    def _encode(self, slot: int, verdict: Verdict, shape: tuple[int, ...], order: str, ref_shape: Any) -> None:
+        """Capture time: the frame encoded once, a thumbnail, the record; overlays come on demand."""
+        buf = self._pool[slot]
+        n = int(np.prod(shape))
+        frame: np.ndarray = buf[:n].reshape(shape)
+        channel = 0  # a golden-reference model compares the first channel with the reference
+        if frame.ndim == 3 and order == "RGB":
+            frame = cv2.cvtColor(frame, cv2.COLOR_RGB2BGR if shape[2] == 3 else cv2.COLOR_RGBA2BGR)
+            channel = 2
+        elif frame.ndim == 3 and shape[2] != 3:
+            frame = np.ascontiguousarray(frame[:, :, :3])
+        ref = self._reference_id(buf, n, ref_shape, verdict.camera)
         record = verdict.to_dict()
-        files: dict[str, str] = {}
-        params = [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality] if self.config.format == "jpg" else []
         rid = verdict.result_id
-        drawn = draw_detections(image, record)
-        files["image"] = self._write(rid, "image", drawn, params)
-        h, w = drawn.shape[:2]
+        ext = self.config.format
+        size = self._write_file(self._file(rid, ".frame", ext), frame, self._params(ext))
+        h, w = frame.shape[:2]
         tw = min(self.config.thumb_width, w)
-        # linear (not area) interpolation: a tenth of the time, and the boxes are drawn thick enough
-        thumb = cv2.resize(drawn, (tw, max(1, round(h * tw / w))), interpolation=cv2.INTER_LINEAR)
-        files["thumb"] = self._write(rid, "thumb", thumb, [cv2.IMWRITE_JPEG_QUALITY, 80])
-        if reference is not None and reference.shape == grey.shape:
-            files["heat"] = self._write(rid, "heat", draw_detections(heat_map(grey, reference), record), params)
-        size = self._written_bytes
-        self._written_bytes = 0
+        # linear interpolation of the frame, then the boxes drawn at thumbnail scale
+        thumb = cv2.resize(frame, (tw, max(1, round(h * tw / w))), interpolation=cv2.INTER_LINEAR)
+        if thumb.ndim == 2:
+            thumb = cv2.cvtColor(thumb, cv2.COLOR_GRAY2BGR)
+        size += self._write_file(
+            self._file(rid, ".thumb", "jpg"), draw_detections(thumb, _scaled(record, tw / w)), self._params("jpg", 80)
+        )
+        meta = {"verdict": record, "ext": ext, "channel": channel, "reference": ref}
+        size += self._write_bytes(self._file(rid, ".meta", "json"), json.dumps(meta, separators=(",", ":")).encode())
+        files = {"frame": f"{rid}.frame.{ext}", "thumb": f"{rid}.thumb.jpg", "meta": f"{rid}.meta.json"}
         now = time.time_ns()
         with self._kept_lock:
-            self._kept[rid] = (size, now)
+            self._kept[rid] = (size, now, ref)
+            if ref is not None:
+                self._refs[ref] = self._refs.get(ref, 0) + 1
         if self.index is not None:
             self.index.add_evidence(rid, files, size)
         self.counts["written"] += 1
         self._retain(now)
 
-    def _write(self, rid: str, kind: str, image: np.ndarray, params: list[int]) -> str:
-        name = f"{rid}{_SUFFIX[kind]}.{self._ext(kind)}"
-        ok, data = cv2.imencode(f".{self._ext(kind)}", image, params)
+    def _write_file(self, path: Path, image: np.ndarray, params: list[int]) -> int:
+        ok, data = cv2.imencode(path.suffix, image, params)
         if not ok:
-            raise OSError(f"cannot encode {name}")
-        tmp = self.dir / f".{name}.tmp"
-        tmp.write_bytes(data.tobytes())
-        os.replace(tmp, self.dir / name)
-        self._written_bytes += int(data.nbytes)
-        return name
+            raise OSError(f"cannot encode {path.name}")
+        return self._write_bytes(path, data)
+
+    def _write_bytes(self, path: Path, data: Any) -> int:
+        tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")  # request threads may race
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        return len(memoryview(data).cast("B"))
 
     # -- retention ----------------------------------------------------------------------------------
     def _scan(self) -> None:
@@ -319,7 +445,16 @@ class EvidenceRecorder:
                 found[rid] = found.get(rid, 0) + p.stat().st_size
         with self._kept_lock:
             for rid in sorted(found):
-                self._kept[rid] = (found[rid], _ns_of(rid))
+                meta = self._meta(rid)
+                ref = meta.get("reference") if meta is not None else None
+                ref = ref if isinstance(ref, str) and REF_ID.match(ref) else None
+                self._kept[rid] = (found[rid], _ns_of(rid), ref)
+                if ref is not None:
+                    self._refs[ref] = self._refs.get(ref, 0) + 1
+            used = set(self._refs)
+        for p in self.refs_dir.iterdir():  # references no kept verdict uses (a crash mid-retention)
+            if p.suffix == ".png" and p.stem not in used:
+                p.unlink(missing_ok=True)
         self._retain(time.time_ns())
 
     def _free_mb(self) -> float:
@@ -341,13 +476,39 @@ class EvidenceRecorder:
                     over = self._free_mb() < self.config.min_free_mb
                 if not over:
                     break
-                self._kept.pop(rid)
-            for kind in KINDS:
-                for ext in {self._ext(kind), "jpg", "png"}:
-                    (self.dir / f"{rid}{_SUFFIX[kind]}.{ext}").unlink(missing_ok=True)
+                _, _, ref = self._kept.pop(rid)
+                unused = None
+                if ref is not None:
+                    left = self._refs.get(ref, 1) - 1
+                    if left <= 0:
+                        self._refs.pop(ref, None)
+                        unused = ref
+                    else:
+                        self._refs[ref] = left
+            for part in _PARTS:
+                for ext in ("jpg", "png", "json"):
+                    (self.dir / f"{rid}{part}.{ext}").unlink(missing_ok=True)
+            if unused is not None:
+                self._ref_path(unused).unlink(missing_ok=True)
             gone.append(rid)
         if gone:
             self.counts["deleted"] += len(gone)
             if self.index is not None:
                 self.index.remove_evidence(gone)
             log.debug("evidence: retention deleted %s", len(gone))
+
+
+def _scaled(record: dict[str, Any], f: float) -> dict[str, Any]:
+    """The record with its detection boxes scaled by f (for drawing on a thumbnail)."""
+
+    def box(b: Any) -> list[float]:
+        return [float(v) * f for v in b]
+
+    dets = [{**d, "box": box(d["box"])} for d in record.get("detections", [])]
+    reasons = [
+        {**r, "detection": {**r["detection"], "box": box(r["detection"]["box"])}}
+        if isinstance(r.get("detection"), dict)
+        else r
+        for r in record.get("reasons", [])
+    ]
+    return {**record, "detections": dets, "reasons": reasons}

@@ -58,6 +58,9 @@ def test_reject_frame_is_copied_once_and_written_with_heat_map(tmp_path: Path) -
     ref[:] = 0
     wait_for(lambda: rec.counts["written"] == 1)
     assert set(rec.kinds(v.result_id)) == {"image", "heat", "thumb"}
+    # capture time keeps the frame, the thumbnail and the record: the overlays come on demand
+    assert not (tmp_path / "ev" / f"{v.result_id}.jpg").exists()
+    assert not (tmp_path / "ev" / f"{v.result_id}.heat.jpg").exists()
     image = cv2.imread(str(rec.path_for(v.result_id, "image")))
     assert image.shape == (120, 160, 3)
     assert image[50, 40].tolist() == [255, 255, 255]  # the copied frame, not the zeroed buffer
@@ -69,7 +72,8 @@ def test_reject_frame_is_copied_once_and_written_with_heat_map(tmp_path: Path) -
     thumb = cv2.imread(str(rec.path_for(v.result_id, "thumb")))
     assert thumb.shape[1] == 160  # never wider than the frame
     rec.close()
-    assert store.evidence(v.result_id)["files"]["image"].startswith(v.result_id)  # type: ignore[index]
+    assert rec.counts["rendered"] == 2 and (tmp_path / "ev" / f"{v.result_id}.heat.jpg").is_file()  # cached
+    assert store.evidence(v.result_id)["files"]["frame"].startswith(v.result_id)  # type: ignore[index]
     store.close()
 
 
@@ -161,3 +165,51 @@ def test_ids_that_are_not_result_ids_never_make_a_path(tmp_path: Path, bad: str)
     rec = EvidenceRecorder(EvidenceConfig(enabled=True), tmp_path)
     assert rec.path_for(bad) is None
     assert rec.path_for("0000000000000000-0000-00000000", "../x") is None
+
+
+def test_overlays_are_rendered_once_on_request_and_references_stored_once(tmp_path: Path) -> None:
+    rec = EvidenceRecorder(EvidenceConfig(enabled=True, min_free_mb=0, max_items=3), tmp_path)
+    rec.start()
+    ref = np.tile(np.linspace(40, 120, 160, dtype=np.uint8), (120, 1))
+    vs = [verdict(VerdictKind.REJECT, i) for i in range(3)]
+    for v in vs:
+        part = ref.copy()
+        part[30:70, 20:60] = 255
+        rec(v, frame(part, ref.copy(), v.frame_id))  # the same reference content each time
+    wait_for(lambda: rec.counts["written"] == 3)
+    refs = list((tmp_path / "refs").iterdir())
+    assert len(refs) == 1 and rec.counts["references"] == 1  # one file per distinct reference
+    heat = rec.path_for(vs[0].result_id, "heat")
+    assert heat is not None and rec.counts["rendered"] == 1
+    mtime = heat.stat().st_mtime_ns
+    assert rec.path_for(vs[0].result_id, "heat") == heat and heat.stat().st_mtime_ns == mtime  # from the cache
+    assert rec.counts["rendered"] == 1
+    # a frame without a reference: image and thumbnail, no heat map
+    plain = verdict(VerdictKind.REJECT, 9)
+    rec(plain, frame(board(9), None, 9))
+    wait_for(lambda: rec.counts["written"] == 4)
+    assert rec.kinds(plain.result_id) == ["image", "thumb"] and rec.path_for(plain.result_id, "heat") is None
+    # retention: the reference goes with the last verdict that used it, and every file of a verdict
+    for i in range(10, 13):
+        rec(verdict(VerdictKind.REJECT, i), frame(board(i), None, i))
+        wait_for(lambda n=i: rec.counts["written"] == n - 5)
+    rec.close()
+    assert not list((tmp_path / "refs").iterdir())
+    assert not list(tmp_path.glob(f"{vs[0].result_id}*"))
+
+
+def test_rgb_frames_keep_colour_and_compare_the_first_channel(tmp_path: Path) -> None:
+    rec = EvidenceRecorder(EvidenceConfig(enabled=True, min_free_mb=0, format="png"), tmp_path)
+    rec.start()
+    rgb = np.zeros((40, 50, 3), np.uint8)
+    rgb[..., 0] = 200  # red in RGB order
+    ref = np.full((40, 50), 200, np.uint8)  # the first (red) channel matches: no difference anywhere
+    v = verdict(VerdictKind.FAILSAFE)
+    f = Frame(array=rgb, frame_id=0, part_id="p0", camera="cam", captured_ns=0, reference=ref, channel_order="RGB")
+    rec(v, f)
+    wait_for(lambda: rec.counts["written"] == 1)
+    image = cv2.imread(str(rec.path_for(v.result_id, "image")))
+    assert image[5, 5].tolist() == [0, 0, 200]  # BGR on disk
+    heat = cv2.imread(str(rec.path_for(v.result_id, "heat")))
+    assert abs(heat[..., 0].astype(int) - heat[..., 2]).max() < 10  # grey everywhere: no difference
+    rec.close()
