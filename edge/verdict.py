@@ -7,6 +7,7 @@ MQTT payload, the OPC UA result and the API are all views of it.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ class Verdict:
     config_version: str = ""
     failsafe_reason: FailsafeReason | None = None
     recipe: str = ""
+    _json: str | None = field(default=None, init=False, repr=False, compare=False)  # to_json()'s cache
 
     @property
     def deadline_wall_ns(self) -> int:
@@ -130,3 +132,11 @@ class Verdict:
             "config_version": self.config_version,
             "recipe": self.recipe,
         }
+
+    def to_json(self) -> str:
+        """`to_dict()` as compact JSON, serialised once per verdict however many sinks ask."""
+        text = self._json
+        if text is None:
+            text = json.dumps(self.to_dict(), separators=(",", ":"))
+            object.__setattr__(self, "_json", text)  # the record is immutable: a benign race at worst
+        return text

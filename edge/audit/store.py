@@ -244,9 +244,12 @@ class AuditStore:
     # -- writes ----------------------------------------------------------------------------------
     def add_verdicts(self, payloads: Sequence[Mapping[str, Any]]) -> int:
         """Insert verdict payloads (`Verdict.to_dict()`) in one transaction; returns rows added."""
-        if not payloads:
+        return self.add_rows([row_from_payload(p) for p in payloads])
+
+    def add_rows(self, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Insert `row_from_payload` rows in one transaction; returns rows added."""
+        if not rows:
             return 0
-        rows = [row_from_payload(p) for p in payloads]
         with self._lock:
             db = self._writer()
             before = db.total_changes

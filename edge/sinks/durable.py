@@ -17,7 +17,6 @@ stays on disk for the next start.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -123,9 +122,8 @@ class DurableSink:
         self._thread.start()
 
     def submit(self, verdict: Verdict) -> bool:
-        item = (verdict.result_id, json.dumps(verdict.to_dict(), separators=(",", ":")), time.time_ns())
-        try:
-            self._queue.put_nowait(item)
+        try:  # serialised in the writer thread (`Verdict.to_json`: once for every durable sink)
+            self._queue.put_nowait((verdict, time.time_ns()))
         except queue.Full:
             self.counters.count(dropped=1)
             self._full.drop()
@@ -254,7 +252,7 @@ class DurableSink:
                 if item is _STOP:
                     stop = True
                 else:
-                    rows.append(item)
+                    rows.append((item[0].result_id, item[0].to_json(), item[1]))
                 if len(rows) >= 4096:
                     break
                 item = self._queue.get_nowait()

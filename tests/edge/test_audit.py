@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -206,3 +207,49 @@ def test_sink_full_queue_drops_and_counts_without_blocking(tmp_path: Path) -> No
     results = [sink.submit(make_verdict(i)) for i in range(40)]
     assert time.monotonic() - t < 1.0
     assert results.count(True) == 16 and sink.health()["dropped"] == 24
+
+
+def test_sink_writes_straight_into_the_audit_with_no_journal_while_healthy(tmp_path: Path) -> None:
+    store = AuditStore(tmp_path / "audit.db")
+    sink = AuditSink(store, journal_path=tmp_path / "journal" / "audit.sqlite")
+    sink.start()
+    vs = [make_verdict(i, wall_ns=time.time_ns()) for i in range(50)]
+    for v in vs:
+        sink.submit(v)
+        time.sleep(0.002)  # at line rate: small batches
+    sink.close(timeout=30)
+    assert store.result_ids() == {v.result_id for v in vs}
+    assert sink.health()["journaled"] == 0 and not (tmp_path / "journal" / "audit.sqlite").exists()  # written once
+    store.close()
+
+
+def test_sink_spills_to_its_journal_during_an_outage_and_catches_up_in_the_same_run(tmp_path: Path) -> None:
+    store = AuditStore(tmp_path / "blocked" / "audit.db")
+    (tmp_path / "blocked").write_text("a file where the folder should be")
+    sink = AuditSink(store, journal_path=tmp_path / "j.sqlite")
+    sink.start()
+    vs = [make_verdict(i, wall_ns=time.time_ns()) for i in range(30)]
+    for v in vs[:20]:
+        sink.submit(v)
+    deadline = time.monotonic() + 30
+    while sink.health()["journaled"] < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    h = sink.health()
+    assert h["live"] is False and h["journaled"] == 20 and h["backlog"] == 20 and h["written"] == 0
+    (tmp_path / "blocked").unlink()  # the disk is usable again
+    for v in vs[20:]:
+        sink.submit(v)
+    deadline = time.monotonic() + 60
+    while sink.health()["written"] < 30 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    h = sink.health()
+    sink.close(timeout=10)
+    assert h["live"] is True and h["written"] == 30 and h["backlog"] == 0 and h["dropped"] == 0
+    assert store.result_ids() == {v.result_id for v in vs}
+    store.close()
+
+
+def test_a_verdict_is_serialised_once_for_every_durable_sink() -> None:
+    v = make_verdict(1)
+    text = v.to_json()
+    assert v.to_json() is text and json.loads(text) == v.to_dict()
