@@ -146,6 +146,7 @@ class Subscriber:
     password: str | None = None
     ca_file: Path | None = None
     client_id: str = "test-subscriber"
+    resume: bool = False  # continue the broker-side session of an earlier subscriber with this client id
     messages: list[Received] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -182,8 +183,8 @@ class Subscriber:
 
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
-        self.client.connect(self.host, self.port, keepalive=10, clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY,
-                            properties=props)
+        clean = False if self.resume else mqtt.MQTT_CLEAN_START_FIRST_ONLY
+        self.client.connect(self.host, self.port, keepalive=10, clean_start=clean, properties=props)
         self.client.loop_start()
         assert self._subscribed.wait(timeout), "subscriber did not subscribe"
         return self

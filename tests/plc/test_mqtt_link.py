@@ -163,3 +163,26 @@ def test_tls_listener(tmp_path: Path) -> None:
             plain.close()
     finally:
         b.stop()
+
+
+def test_a_reject_expires_in_the_broker_with_its_deadline(broker: Mosquitto) -> None:
+    """A subscriber that was away past the part's deadline never receives the reject as a command."""
+    sub = Subscriber("127.0.0.1", broker.port, "edge-inspect/st1/#", client_id="away").start()
+    sub.stop()  # away, with a persistent session: the broker queues its QoS 1 messages
+    link = MqttLink(settings(broker.port))
+    link.open()
+    try:
+        e = entry(0, "REJECT", budget_ms=300.0, decided_after_ms=10.0)  # expiry interval: 1 s
+        link.deliver([e])
+    finally:
+        link.close()
+    time.sleep(2.5)  # past the deadline and the expiry
+    back = Subscriber("127.0.0.1", broker.port, "edge-inspect/st1/#", client_id="away", resume=True).start()
+    try:
+        assert wait_until(lambda: len(back.on("st1/verdict")) == 1, 10)
+        time.sleep(0.5)
+        print("after the deadline the subscriber got:", [m.topic for m in back.messages])
+        assert back.ids("st1/verdict") == [e.result_id]  # the record (no expiry) is there
+        assert back.on("st1/reject") == []  # the command expired with its part
+    finally:
+        back.stop()
