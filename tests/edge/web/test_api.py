@@ -110,6 +110,21 @@ def test_one_verdict_with_its_evidence_images(client: httpx.Client) -> None:
     assert client.get("/api/v1/verdicts/0000000000000000-0000-00000000").status_code == 404
 
 
+def test_overlays_are_rendered_on_request_by_id_only(client: httpx.Client) -> None:
+    row = _reject_with_evidence(client)
+    assert row is not None
+    rid = row["result_id"]
+    before = client.get("/api/v1/status").json()["evidence"]["rendered"]
+    first = client.get(f"/api/v1/evidence/{rid}/heat")
+    again = client.get(f"/api/v1/evidence/{rid}/heat")
+    assert first.status_code == again.status_code == 200 and first.content == again.content  # cached on disk
+    rendered = client.get("/api/v1/status").json()["evidence"]["rendered"]
+    assert before <= rendered <= before + 1
+    # what capture keeps (the frame as encoded, the record) is no evidence kind: never served by name
+    for kind in ("frame", "meta", "frame.jpg", "../" + rid):
+        assert client.get(f"/api/v1/evidence/{rid}/{kind}").status_code in (404, 422), kind
+
+
 def test_csv_export(client: httpx.Client) -> None:
     r = client.get("/api/v1/verdicts.csv")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
