@@ -65,6 +65,7 @@ class Service:
             config=self.config,
             _snapshot=self.snapshot,
             _subscribe=self.pipeline.subscribe,
+            _workers=self.pipeline.worker_health,
         )
 
     def start(self, serve_metrics: bool = True, config: LoadedConfig | None = None) -> None:

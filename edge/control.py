@@ -193,9 +193,15 @@ class ServiceContext:
     config: LoadedConfig
     _snapshot: Callable[[], ServiceSnapshot]
     _subscribe: Callable[[VerdictListener, str], Subscription]
+    _workers: Callable[[], dict[str, Any]]
 
     def snapshot(self) -> ServiceSnapshot:
+        """The full read model (statistics included: call it at human or PLC rates)."""
         return self._snapshot()
+
+    def workers(self) -> dict[str, Any]:
+        """Heartbeat ages and liveness of the inference worker and the watchdog (cheap: any rate)."""
+        return self._workers()
 
     def subscribe(self, listener: VerdictListener, name: str) -> Subscription:
         return self._subscribe(listener, name)

@@ -105,6 +105,8 @@ SINK_GAUGES = {
     "errors": "Write or delivery errors (retried)",
     "backlog": "Verdicts waiting (in memory and, for durable sinks, on disk)",
     "live": "1 when the sink is delivering now",
+    "connected": "1 when the link to the far side (broker, PLC) is up",
+    "last_ack_age_s": "Seconds since the far side last acknowledged a verdict",
     "replayed": "Verdicts delivered after a restart of the service (durable sinks)",
     "expired": "Verdicts dropped undelivered by the journal's age/size bound (durable sinks)",
     "late": "Verdicts delivered after their part's deadline (durable sinks)",

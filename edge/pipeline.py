@@ -293,8 +293,17 @@ class Pipeline:
                 out.append({"name": s.name, "live": False, "last_error": f"health() failed: {exc}"})
         return out
 
-    def health(self) -> dict[str, Any]:
+    def worker_health(self) -> dict[str, Any]:
+        """The inference worker's and the watchdog's liveness: cheap (no statistics, no sinks)."""
         now = time.monotonic_ns()
+        return {
+            "inference_heartbeat_age_s": round((now - self.worker_beat_ns) / 1e9, 3) if self.started else None,
+            "watchdog_heartbeat_age_s": round((now - self.watchdog_beat_ns) / 1e9, 3) if self.started else None,
+            "inference_alive": len(self._threads) > 0 and self._threads[0].is_alive(),
+            "watchdog_alive": len(self._threads) > 1 and self._threads[1].is_alive(),
+        }
+
+    def health(self) -> dict[str, Any]:
         return {
             "mode": self._mode,
             "cameras": {name: s.as_dict() for name, s in self.camera_states.items()},
@@ -304,12 +313,7 @@ class Pipeline:
                 "overflows": self.ring.overflows,
                 "late_results": self.ring.late_results,
             },
-            "workers": {
-                "inference_heartbeat_age_s": round((now - self.worker_beat_ns) / 1e9, 3) if self.started else None,
-                "watchdog_heartbeat_age_s": round((now - self.watchdog_beat_ns) / 1e9, 3) if self.started else None,
-                "inference_alive": len(self._threads) > 0 and self._threads[0].is_alive(),
-                "watchdog_alive": len(self._threads) > 1 and self._threads[1].is_alive(),
-            },
+            "workers": self.worker_health(),
             "sinks": self.sink_health(),
             "subscribers": [
                 {"name": s.name, "calls": s.calls, "errors": s.errors} for s in self.emitter.subscriptions()

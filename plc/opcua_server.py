@@ -117,19 +117,12 @@ class OpcUaServerSink:
             return False
         if self.ctx is None:
             return True
-        pipeline = getattr(self.ctx.control, "pipeline", None)
-        beats = (getattr(pipeline, "worker_beat_ns", None), getattr(pipeline, "watchdog_beat_ns", None))
-        if pipeline is not None and all(isinstance(b, int) for b in beats):
-            if not getattr(pipeline, "started", False):
-                return False
-            now = time.monotonic_ns()
-            return all((now - int(b)) / 1e9 <= self.cfg.max_heartbeat_age_s for b in beats)  # type: ignore[arg-type]
-        try:  # the read model (computes the statistics too: slower)
-            workers = self.ctx.snapshot().workers
+        try:
+            workers = self.ctx.workers()
         except Exception:
             return False
         ages = [workers.get("inference_heartbeat_age_s"), workers.get("watchdog_heartbeat_age_s")]
-        return all(a is None or a <= self.cfg.max_heartbeat_age_s for a in ages)
+        return all(a is not None and float(a) <= self.cfg.max_heartbeat_age_s for a in ages)  # None: not running
 
     async def _configure(self, server: Server) -> None:
         cfg = self.cfg
