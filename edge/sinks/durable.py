@@ -82,6 +82,7 @@ class DurableSink:
         self.late = 0
         self._on_disk = 0
         self._oldest_wall_ns: int | None = None
+        self._fresh: list[JournalEntry] = []  # the newest entries, when they are all that waits (no read back)
         self._live = False
         self._stop = threading.Event()
         self._close_deadline = 0.0
@@ -180,11 +181,14 @@ class DurableSink:
         retry_at = 0.0
         stopping = False
         isolate = False  # after a permanent refusal of a batch: one entry at a time to find it
+        expire_at = 0.0
         try:
             while True:
                 stopping = self._drain_into(journal, block_s=self._idle_wait(retry_at)) or stopping
-                self._expire(journal)
                 now = time.monotonic()
+                if now >= expire_at:  # the bounds move slowly: checking once a second is enough
+                    self._expire(journal)
+                    expire_at = now + 1.0
                 if stopping and (now >= self._close_deadline or self._on_disk == 0):
                     break
                 if not opened and now >= retry_at:
@@ -200,21 +204,31 @@ class DurableSink:
                     if stopping:
                         time.sleep(min(0.05, max(0.0, retry_at - now)))
                     continue
-                entries = journal.pending(1 if isolate else self.cfg.batch_size)
+                limit = 1 if isolate else self.cfg.batch_size
+                from_fresh = bool(self._fresh) and not isolate
+                if from_fresh:  # just journaled, nothing older waiting: no read back
+                    entries, self._fresh = self._fresh[:limit], self._fresh[limit:]
+                else:
+                    self._fresh = []
+                    entries = journal.pending(limit)
                 try:
                     taken = self.deliver(entries)
                 except PermanentSinkError as exc:
                     if len(entries) > 1:  # find the entry refused: deliver one at a time for a while
                         isolate = True
+                        self._fresh = []
                         continue
                     self._drop(journal, entries, exc)
                     continue
                 except Exception as exc:  # TransientSinkError and anything unexpected: keep, retry later
+                    self._fresh = []  # read back from the journal next time (attempt counts)
                     journal.attempted([e.seq for e in entries])
                     backoff = self._failed(exc, backoff)
                     retry_at = time.monotonic() + backoff
                     continue
                 n = len(entries) if taken is None else max(0, min(int(taken), len(entries)))
+                if n < len(entries):  # the rest stays first in line
+                    self._fresh = entries[n:] + self._fresh if from_fresh else []
                 self._delivered(journal, entries[:n])
                 backoff = 0.0
                 isolate = isolate and n == 0
@@ -266,7 +280,11 @@ class DurableSink:
         delay = 0.05
         while True:
             try:
-                journal.append(rows)
+                entries = journal.append(rows)
+                if self._on_disk == len(self._fresh):  # everything waiting is in memory too: keep the order
+                    self._fresh.extend(entries)
+                else:
+                    self._fresh = []
                 break
             except Exception as exc:  # disk full, I/O error: the verdicts are still in memory
                 self.counters.error(f"journal: {exc}")
@@ -284,8 +302,9 @@ class DurableSink:
             self._oldest_wall_ns = rows[0][2]
 
     def _expire(self, journal: Journal) -> None:
-        gone = journal.expire()
+        gone = journal.expire(count=self._on_disk)
         if gone:
+            self._fresh = []
             self.expired += len(gone)
             self._on_disk = max(0, self._on_disk - len(gone))
             log.warning("sink %s: %d verdict(s) expired undelivered (journal bound), first %s",
@@ -304,7 +323,12 @@ class DurableSink:
         if not self._live:
             log.info("sink %s: delivering again", self.name)
         self._live = True
-        self._oldest_wall_ns = journal.oldest_wall_ns() if self._on_disk else None
+        if not self._on_disk:
+            self._oldest_wall_ns = None
+        elif self._fresh:
+            self._oldest_wall_ns = self._fresh[0].enqueued_wall_ns
+        else:
+            self._oldest_wall_ns = journal.oldest_wall_ns()
 
     def _drop(self, journal: Journal, entries: list[JournalEntry], exc: Exception) -> None:
         journal.delete([e.seq for e in entries])

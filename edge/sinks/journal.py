@@ -14,7 +14,6 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +27,42 @@ CREATE TABLE IF NOT EXISTS entries (
     enqueued_wall_ns INTEGER NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     run_id TEXT NOT NULL
-)
+);
+CREATE INDEX IF NOT EXISTS entries_enqueued ON entries(enqueued_wall_ns);
 """
 
 
-@dataclass(frozen=True, slots=True)
 class JournalEntry:
-    """One verdict waiting for delivery."""
+    """One verdict waiting for delivery. `payload_json` is the record exactly as journaled;
+    `payload` parses it once, on first use."""
 
-    seq: int
-    result_id: str
-    payload: dict[str, Any]
-    enqueued_wall_ns: int
-    attempts: int
-    replayed: bool  # journaled by an earlier run of the service (delivered after a restart)
+    __slots__ = ("_payload", "attempts", "enqueued_wall_ns", "payload_json", "replayed", "result_id", "seq")
+
+    def __init__(
+        self,
+        seq: int,
+        result_id: str,
+        payload_json: str,
+        enqueued_wall_ns: int,
+        attempts: int = 0,
+        replayed: bool = False,  # journaled by an earlier run of the service (delivered after a restart)
+    ) -> None:
+        self.seq = seq
+        self.result_id = result_id
+        self.payload_json = payload_json
+        self.enqueued_wall_ns = enqueued_wall_ns
+        self.attempts = attempts
+        self.replayed = replayed
+        self._payload: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"JournalEntry(seq={self.seq}, result_id={self.result_id!r}, replayed={self.replayed})"
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        if self._payload is None:
+            self._payload = json.loads(self.payload_json)
+        return self._payload
 
     @property
     def deadline_wall_ns(self) -> int | None:
@@ -69,7 +90,7 @@ class Journal:
             db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=5.0)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # survives a crash of the process; fsync at checkpoints
-            db.execute(_SCHEMA)
+            db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise SinkError(f"journal {self.path}: cannot open ({exc})") from exc
         self._db = db
@@ -85,8 +106,8 @@ class Journal:
             self._db.close()
             self._db = None
 
-    def append(self, rows: Sequence[tuple[str, str, int]]) -> None:
-        """Store (result_id, payload_json, enqueued_wall_ns) rows in one transaction."""
+    def append(self, rows: Sequence[tuple[str, str, int]]) -> list[JournalEntry]:
+        """Store (result_id, payload_json, enqueued_wall_ns) rows in one transaction; the entries."""
         db = self.db
         db.execute("BEGIN")
         try:
@@ -94,17 +115,20 @@ class Journal:
                 "INSERT INTO entries(result_id, payload, enqueued_wall_ns, run_id) VALUES (?, ?, ?, ?)",
                 [(r, p, t, self.run_id) for r, p, t in rows],
             )
+            last = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        first = last - len(rows) + 1  # one writer, one transaction: the sequence numbers are contiguous
+        return [JournalEntry(first + i, r, p, t) for i, (r, p, t) in enumerate(rows)]
 
     def pending(self, limit: int) -> list[JournalEntry]:
         rows = self.db.execute(
             "SELECT seq, result_id, payload, enqueued_wall_ns, attempts, run_id FROM entries ORDER BY seq LIMIT ?",
             (limit,),
         ).fetchall()
-        return [JournalEntry(s, r, json.loads(p), t, a, run != self.run_id) for s, r, p, t, a, run in rows]
+        return [JournalEntry(s, r, p, t, a, run != self.run_id) for s, r, p, t, a, run in rows]
 
     def delete(self, seqs: Sequence[int]) -> None:
         if seqs:
@@ -121,15 +145,18 @@ class Journal:
         row = self.db.execute("SELECT MIN(enqueued_wall_ns) FROM entries").fetchone()
         return int(row[0]) if row and row[0] is not None else None
 
-    def expire(self, now_wall_ns: int | None = None) -> list[str]:
-        """Drop entries older than max_age_s and the oldest beyond max_entries; their result ids."""
+    def expire(self, now_wall_ns: int | None = None, count: int | None = None) -> list[str]:
+        """Drop entries older than max_age_s and the oldest beyond max_entries; their result ids.
+        `count`: the number of entries, when the caller knows it (saves a scan)."""
         now = time.time_ns() if now_wall_ns is None else now_wall_ns
         cutoff = now - int(self.max_age_s * 1e9)
         db = self.db
-        gone = [r for (r,) in db.execute("SELECT result_id FROM entries WHERE enqueued_wall_ns < ?", (cutoff,))]
-        if gone:
+        gone: list[str] = []
+        oldest = self.oldest_wall_ns()
+        if oldest is not None and oldest < cutoff:
+            gone = [r for (r,) in db.execute("SELECT result_id FROM entries WHERE enqueued_wall_ns < ?", (cutoff,))]
             db.execute("DELETE FROM entries WHERE enqueued_wall_ns < ?", (cutoff,))
-        over = self.count() - self.max_entries
+        over = (self.count() if count is None else count - len(gone)) - self.max_entries
         if over > 0:
             rows = db.execute("SELECT seq, result_id FROM entries ORDER BY seq LIMIT ?", (over,)).fetchall()
             self.delete([s for s, _ in rows])
