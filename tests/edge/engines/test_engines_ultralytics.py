@@ -84,14 +84,15 @@ def reference_frames() -> list[tuple[str, np.ndarray]]:
 @pytest.mark.parity
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 @pytest.mark.parametrize(
-    "model_name", ["pcb-yolo11n-320.onnx", "pcb-yolo11n-relu-320.onnx", "pcb-ref-yolo11n-relu-320.onnx"]
+    "model_name",
+    ["pcb-yolo11n-320.onnx", "pcb-yolo11n-relu-320.onnx", "pcb-ref-yolo11n-320.onnx", "pcb-ref-yolo11n-relu-320.onnx"],
 )
 def test_parity_with_our_pipeline(runtime: str, model_name: str, model_path: Path) -> None:
     """Opt-in (-m parity, needs the train extra): live Ultralytics predict == Preprocessor/engine/decode.
 
     Same frames as the golden file plus a few more, at a low and the default confidence, on
     each installed CPU runtime, for both frame-only models (SiLU and ReLU) and, on composites of
-    demo boards with their references, the ReLU golden-reference model; Ultralytics itself runs
+    demo boards with their references, both golden-reference models; Ultralytics itself runs
     the ONNX model with ONNX Runtime.
     """
     model_path = model_path.with_name(model_name)
