@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,12 @@ class Service:
             _workers=self.pipeline.worker_health,
         )
 
-    def start(self, serve_metrics: bool = True, config: LoadedConfig | None = None) -> None:
+    def start(
+        self,
+        serve_metrics: bool = True,
+        config: LoadedConfig | None = None,
+        before_cameras: Callable[[], None] | None = None,
+    ) -> None:
         cfg = config or self.config
         self.state = "starting"
         self.ioloop.start()
@@ -82,7 +88,7 @@ class Service:
             self.metrics_server = self.metrics.serve(cfg.app.metrics)
         self.started_wall_ns = time.time_ns()
         self._started_mono = time.monotonic()
-        self.pipeline.start()
+        self.pipeline.start(before_cameras)
         for c in self.components:
             c.start()
         self.state = "running"

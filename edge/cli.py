@@ -91,6 +91,7 @@ def _run_service(
     show_status: bool,
     serve_after: bool = False,
     extra_summary: Any = None,
+    before_cameras: Any = None,
 ) -> int:
     from edge.app import build_service
     from edge.sdnotify import ServiceWatchdog
@@ -112,7 +113,7 @@ def _run_service(
     previous = {s: signal.signal(s, on_signal) for s in stops}
     status = StatusLine(service.pipeline.stats.status_line, sys.stderr) if show_status else None
     try:
-        service.start(serve_metrics=True, config=cfg)
+        service.start(serve_metrics=True, config=cfg, before_cameras=before_cameras)
         watchdog.start(service.snapshot)
         if status:
             status.start()
@@ -213,6 +214,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             show_status=True,
             serve_after=args.serve_after,
             extra_summary=lambda s: {"plc": plc.summary(s)},
+            before_cameras=plc.wait_subscribed,
         )
     finally:
         plc.stop()

@@ -157,7 +157,9 @@ class Pipeline:
             log.exception("camera %s failed to release frame %s", camera.name, frame.frame_id)
 
     # -- threads ---------------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, before_cameras: Callable[[], None] | None = None) -> None:
+        """Sinks, then the worker and the watchdog, then `before_cameras()` (if given), then the
+        camera threads: nothing is captured before everything downstream is listening."""
         for s in self.sinks:
             s.start()
         self._threads = [
@@ -183,7 +185,11 @@ class Pipeline:
             t = threading.Thread(target=self._acquire, args=(sup,), name=f"camera-{cam.name}", daemon=True)
             self._threads.append(t)
         self.started = True
-        for t in self._threads:
+        for t in self._threads[:2]:
+            t.start()
+        if before_cameras is not None:
+            before_cameras()
+        for t in self._threads[2:]:
             t.start()
 
     def _acquire(self, sup: CameraSupervisor) -> None:

@@ -60,6 +60,8 @@ class PlcDemo:
         self.event_ids: set[str] = set()
         self._sub: mqtt.Client | None = None
         self._stop = threading.Event()
+        self.mqtt_subscribed = threading.Event()
+        self.opcua_subscribed = threading.Event()
         self._opcua_thread: threading.Thread | None = None
         self.opcua_note: str | None = None
 
@@ -107,6 +109,7 @@ class PlcDemo:
         c = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="edge-inspect-demo-subscriber",
                         protocol=mqtt.MQTTv5)
         c.on_connect = lambda client, *a: client.subscribe(f"edge-inspect/{STATION}/#", qos=1)
+        c.on_subscribe = lambda *a: self.mqtt_subscribed.set()
         c.on_message = self._on_message
         c.connect("127.0.0.1", self.mqtt_port, keepalive=30)
         c.loop_start()
@@ -183,6 +186,7 @@ class PlcDemo:
                 await sub.subscribe_events(client.get_node(ua.NodeId(ua.String("VisionSystem"), ua.Int16(ns))),
                                            client.get_node(ua.NodeId(ua.Int32(RESULT_READY_EVENT_TYPE), ua.Int16(mv))))
                 log.info("demo: OPC UA subscriber logged in to %s as %s (SignAndEncrypt)", url, DEMO_USER)
+                self.opcua_subscribed.set()
                 while not self._stop.is_set():
                     await asyncio.sleep(0.1)
             except Exception as exc:
@@ -192,6 +196,17 @@ class PlcDemo:
                     await client.disconnect()
                 except Exception:
                     pass
+
+    def wait_subscribed(self, timeout: float = 20.0) -> None:
+        """Block until the demo's own subscribers listen (called before the cameras start, so they
+        see every verdict: OPC UA events and non-retained MQTT messages are not replayed to late
+        subscribers)."""
+        end = time.monotonic() + timeout
+        waits = [self.opcua_subscribed] + ([self.mqtt_subscribed] if self._sub is not None else [])
+        for ev in waits:
+            if not ev.wait(max(0.0, end - time.monotonic())):
+                log.warning("demo: a subscriber is not listening yet after %.0f s; starting anyway", timeout)
+                return
 
     def status_change_notification(self, status: Any) -> None:
         """The server went away (the service stopping): the loop above reconnects or ends."""
