@@ -249,7 +249,9 @@ def main() -> int:
                 f"on {res['on_unsaturated']['latency_ms_p99']:.1f} ms ({dp99:+.2f} ms); "
                 f"CPU/frame off {res['off_saturated']['cpu_ms_per_frame']:.1f} / "
                 f"on {res['on_saturated']['cpu_ms_per_frame']:.1f} ms (x{res['cpu_ratio']:.3f}); "
-                f"evidence {res['on_saturated']['evidence']}, client events {res['on_saturated']['client_events']}",
+                f"evidence saturated {res['on_saturated']['evidence']}, "
+                f"unsaturated {res['on_unsaturated']['evidence']}, "
+                f"client events {res['on_saturated']['client_events']}",
                 flush=True,
             )
     ratio = statistics.median(r["throughput_ratio"] for r in rounds)

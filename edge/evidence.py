@@ -74,6 +74,13 @@ class EvidenceConfig(BaseModel):
     encoder_nice: int = Field(
         10, ge=0, le=19, description="Niceness of the encoder thread (Linux): higher yields more to inference."
     )
+    encoder_idle: bool = Field(
+        True,
+        description="Run the encoder thread under SCHED_IDLE (Linux) while the pool has room: it then takes only "
+        "CPU time no other thread wants, so it does not slow inference (whose thread pool waits for every one of "
+        "its threads); once half the slots wait it runs at encoder_nice again, so it is never starved. Needs root "
+        "or an RLIMIT_NICE (systemd LimitNICE) allowing encoder_nice; otherwise off.",
+    )
     max_items: int = Field(10000, ge=1, description="Most verdicts with evidence kept (oldest deleted first).")
     max_age_days: float = Field(30.0, gt=0, description="Evidence older than this is deleted.")
     min_free_mb: float = Field(
@@ -336,14 +343,22 @@ class EvidenceRecorder:
         return self.refs_dir / f"{ref}.png"
 
     def _run(self) -> None:
+        tid = threading.get_native_id()
         try:  # below the inference worker: encoding yields to it on a busy CPU
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.config.encoder_nice)
+            os.setpriority(os.PRIO_PROCESS, tid, self.config.encoder_nice)
         except (OSError, AttributeError):
             pass
+        idle = False
+        use_idle = self.config.encoder_idle and _can_leave_idle(self.config.encoder_nice)
         while True:
             job = self._jobs.get()
             if job is _STOP:
                 return
+            # SCHED_IDLE while the pool has room: encoding takes only CPU time nothing else wants;
+            # back to the (niced) normal class once half the slots wait, so it is never starved
+            want_idle = use_idle and 2 * len(self._free) >= self.config.pool_slots - 1
+            if want_idle != idle:
+                idle = self._set_idle(tid, want_idle)
             slot, verdict, shape, order, ref_shape = job
             try:
                 self._encode(slot, verdict, shape, order, ref_shape)
@@ -353,6 +368,14 @@ class EvidenceRecorder:
                 log.exception("evidence: cannot write %s", verdict.result_id)
             finally:
                 self._free.append(slot)
+
+    def _set_idle(self, tid: int, idle: bool) -> bool:
+        try:
+            policy = os.SCHED_IDLE if idle else os.SCHED_OTHER
+            os.sched_setscheduler(tid, policy, os.sched_param(0))  # the niceness is kept
+        except (OSError, AttributeError):
+            return False
+        return idle
 
     def _reference_id(self, buf: np.ndarray, n: int, ref_shape: Any, camera: str) -> str | None:
         """The content hash of the frame's golden reference, its PNG written once per distinct one."""
@@ -496,6 +519,17 @@ class EvidenceRecorder:
             if self.index is not None:
                 self.index.remove_evidence(gone)
             log.debug("evidence: retention deleted %s", len(gone))
+
+
+def _can_leave_idle(nice: int) -> bool:
+    """Whether this process may switch a thread from SCHED_IDLE back to SCHED_OTHER at `nice`
+    (root, or RLIMIT_NICE allowing it): without that it would stay idle and could starve."""
+    try:
+        import resource
+
+        return os.geteuid() == 0 or resource.getrlimit(resource.RLIMIT_NICE)[0] >= 20 - nice
+    except (ImportError, AttributeError, OSError, ValueError):
+        return False
 
 
 def _scaled(record: dict[str, Any], f: float) -> dict[str, Any]:

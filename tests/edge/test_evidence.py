@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from cameras.base import Frame
 from edge.audit import AuditStore
-from edge.evidence import EvidenceConfig, EvidenceRecorder
+from edge.evidence import EvidenceConfig, EvidenceRecorder, _can_leave_idle
 from edge.verdict import Detection, Reason, Verdict, VerdictKind, new_result_id
 
 
@@ -213,3 +214,29 @@ def test_rgb_frames_keep_colour_and_compare_the_first_channel(tmp_path: Path) ->
     heat = cv2.imread(str(rec.path_for(v.result_id, "heat")))
     assert abs(heat[..., 0].astype(int) - heat[..., 2]).max() < 10  # grey everywhere: no difference
     rec.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE") or not _can_leave_idle(10), reason="needs SCHED_IDLE and leave")
+def test_encoder_is_sched_idle_while_the_pool_has_room_and_normal_when_it_fills(tmp_path: Path) -> None:
+    rec = EvidenceRecorder(EvidenceConfig(enabled=True, pool_slots=4, min_free_mb=0), tmp_path)
+    rec.start()
+    gate = threading.Event()
+    policies: list[int] = []
+    original = rec._encode
+
+    def watched(*a: object) -> None:
+        policies.append(os.sched_getscheduler(threading.get_native_id()))
+        if len(policies) == 1:
+            gate.wait(30)
+        original(*a)  # type: ignore[arg-type]
+
+    rec._encode = watched  # type: ignore[method-assign]
+    rec(verdict(VerdictKind.REJECT, 0), frame(board(0), None, 0))
+    wait_for(lambda: len(policies) == 1)
+    for i in range(1, 4):  # the pool fills while the encoder is busy
+        rec(verdict(VerdictKind.REJECT, i), frame(board(i), None, i))
+    gate.set()
+    wait_for(lambda: rec.counts["written"] == 4)
+    rec.close()
+    assert policies[0] == os.SCHED_IDLE and policies[1] == os.SCHED_OTHER  # the backlog gets normal CPU time
+    assert rec.counts["skipped_pool_full"] == 0
