@@ -218,7 +218,7 @@ def test_rgb_frames_keep_colour_and_compare_the_first_channel(tmp_path: Path) ->
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE") or not _can_leave_idle(10), reason="needs SCHED_IDLE and leave")
 def test_encoder_is_sched_idle_while_the_pool_has_room_and_normal_when_it_fills(tmp_path: Path) -> None:
-    rec = EvidenceRecorder(EvidenceConfig(enabled=True, pool_slots=4, min_free_mb=0), tmp_path)
+    rec = EvidenceRecorder(EvidenceConfig(enabled=True, pool_slots=4, min_free_mb=0, encoder_idle=True), tmp_path)
     rec.start()
     gate = threading.Event()
     policies: list[int] = []
