@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from tests.plc.peers import Mosquitto, Subscriber, make_tls_files, make_verdict,
 
 def entry(i: int, kind: str = "PASS", replayed: bool = False, attempts: int = 0, **kw: float) -> JournalEntry:
     v = make_verdict(i, kind, **kw)
-    return JournalEntry(i, v.result_id, v.to_dict(), time.time_ns(), attempts, replayed)
+    return JournalEntry(i, v.result_id, json.dumps(v.to_dict()), time.time_ns(), attempts, replayed)
 
 
 def settings(port: int, **kw: object) -> LinkSettings:
