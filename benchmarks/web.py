@@ -47,7 +47,9 @@ from edge.engines.model import read_model_info  # noqa: E402
 from edge.web.surface import OperatorSurface  # noqa: E402
 
 
-def make_config(engine: str, model: Path, in_flight: int, on: bool, state: Path) -> Any:
+def make_config(
+    engine: str, model: Path, in_flight: int, on: bool, state: Path, intra_op_threads: int | None = None
+) -> Any:
     camera: dict[str, Any] = {
         "type": "replay",
         "name": "bench",
@@ -60,7 +62,11 @@ def make_config(engine: str, model: Path, in_flight: int, on: bool, state: Path)
     cfg: dict[str, Any] = {
         "version": "bench",
         "cameras": [camera],
-        "engine": {"type": engine, "model": str(model)},
+        "engine": {
+            "type": engine,
+            "model": str(model),
+            **({"intra_op_threads": intra_op_threads} if intra_op_threads else {}),
+        },
         "pipeline": {"budget_ms": 1000, "ring_slots": 8},
         "sinks": [],
         "metrics": {"port": 0},
@@ -220,6 +226,12 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--engine", default="onnxruntime")
     ap.add_argument("--model", type=Path, default=MODEL)
+    ap.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=None,
+        help="ONNX Runtime threads per operator (default: the runtime's, one per core); on both sides",
+    )
     ap.add_argument("--warmup", type=int, default=20, help="verdicts of each run left out of the figures")
     ap.add_argument("--browser", action="store_true", help="a headless Chromium on the page instead of an SSE client")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
@@ -234,7 +246,7 @@ def main() -> int:
             for mode, in_flight in (("saturated", 2), ("unsaturated", 1)):
                 for which in order if mode == "saturated" else tuple(reversed(order)):
                     state = Path(tmp) / f"r{r}-{mode}-{which}"
-                    cfg = make_config(args.engine, args.model, in_flight, which == "on", state)
+                    cfg = make_config(args.engine, args.model, in_flight, which == "on", state, args.intra_op_threads)
                     res[f"{which}_{mode}"] = run(cfg, args.frames, args.browser, args.warmup)
             ratio = res["on_saturated"]["fps"] / res["off_saturated"]["fps"]
             dp99 = res["on_unsaturated"]["latency_ms_p99"] - res["off_unsaturated"]["latency_ms_p99"]
@@ -271,6 +283,7 @@ def main() -> int:
         "client": "headless chromium on /" if args.browser else "SSE client process on /api/v1/events",
         "frames_per_run": args.frames,
         "warmup_verdicts_left_out": args.warmup,
+        "intra_op_threads": args.intra_op_threads,
         "rounds": rounds,
         "throughput_ratio_median": round(ratio, 4),
         "p99_delta_ms_median": round(dp99, 3),
