@@ -13,7 +13,12 @@ flight: throughput) and an unsaturated one (1 in flight: capture-to-verdict late
 queueing behind the frame ahead). Targets (issue 16): throughput on/off >= 0.97, p99 on - off
 <= 2 ms. Writes benchmarks/results/web.json and web.png.
 
+Rates, CPU and latencies are taken over each run's steady part (`--warmup` verdicts left out: the
+web server's start, the client's first request and the first SQLite pages are paid once per
+start, not per part). Per-thread CPU is over the same window.
+
     .venv/bin/python benchmarks/web.py [--frames 300] [--rounds 3] [--engine onnxruntime] [--browser]
+        [--warmup 20] [--intra-op-threads N]
 """
 
 from __future__ import annotations
