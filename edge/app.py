@@ -21,7 +21,7 @@ import numpy as np
 
 from cameras.base import Frame
 from edge.config import LoadedConfig
-from edge.control import EngineHolder, ServiceContext, ServiceControl
+from edge.control import ServiceContext, ServiceControl
 from edge.decision import CompiledRules, DecisionConfig, compile_rules, describe
 from edge.engines.base import Engine, ModelInfo
 from edge.errors import ConfigError
@@ -212,10 +212,12 @@ def _inspector(
 
 
 def _recipe_loader(cfg: LoadedConfig) -> Any:
-    """Builds (engine, inspector, rules) for a recipe's model (runs off the hot path)."""
+    """Builds (inspector, rules) for a recipe's model (runs off the hot path)."""
     from edge.engines.factory import build_engine
 
-    def load(model: str, decision: DecisionConfig, references: dict[str, np.ndarray]) -> Any:
+    def load(
+        model: str, decision: DecisionConfig, references: dict[str, np.ndarray]
+    ) -> tuple[Inspector, CompiledRules]:
         engine = build_engine(cfg.engine.model_copy(update={"model": model}), cfg.base_dir)
         try:
             info = engine.load()
@@ -226,7 +228,7 @@ def _recipe_loader(cfg: LoadedConfig) -> Any:
                     + " (unlike the running model)"
                 )
             rules = compile_rules(decision, info.names, Path(info.path), cfg.base_dir)
-            return engine, _inspector(cfg, engine, info, rules, references), rules
+            return _inspector(cfg, engine, info, rules, references), rules
         except Exception:
             engine.close()
             raise
@@ -291,7 +293,7 @@ def build_service(cfg: LoadedConfig, max_frames: int | None = None) -> Service:
         max_frames=max_frames,
         frame_check=_frame_checks(cfg),
     )
-    control = ServiceControl(cfg, pipeline, EngineHolder(cfg, _recipe_loader(cfg)), rules, references)
+    control = ServiceControl(cfg, pipeline, _recipe_loader(cfg), rules, references)
     service = Service(pipeline, engine, info, rules, metrics, config=cfg, control=control)
     if surface.enabled:
         service.components.append(surface)

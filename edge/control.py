@@ -29,7 +29,7 @@ from edge.ioloop import IoLoop
 
 if TYPE_CHECKING:
     from edge.emitter import Subscription, VerdictListener
-    from edge.engines.base import Engine
+    from edge.inspector import Inspector
     from edge.pipeline import Pipeline
     from edge.snapshot import ServiceSnapshot
 
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 # fn(kind, before, after, who): kind is "mode", "decision" or "recipe"
 ChangeListener = Callable[[str, Any, Any, str], None]
+# (model file, decision rules, references) -> a loaded inspector for them and its compiled rules
+RecipeLoader = Callable[[str, DecisionConfig, dict[str, np.ndarray]], "tuple[Inspector, CompiledRules]"]
 
 
 class ServiceControl:
@@ -44,13 +46,13 @@ class ServiceControl:
         self,
         cfg: LoadedConfig,
         pipeline: Pipeline,
-        engine_holder: EngineHolder,
+        load_recipe: RecipeLoader,
         rules: CompiledRules,
         references: dict[str, np.ndarray],
     ) -> None:
         self.cfg = cfg
         self.pipeline = pipeline
-        self.engines = engine_holder
+        self._load_recipe = load_recipe
         self._decision = cfg.app.decision
         self._rules = rules
         self._history: list[DecisionConfig] = []
@@ -150,9 +152,12 @@ class ServiceControl:
             recipe = self.cfg.app.recipes.get(name)
             model = recipe.model if recipe is not None else str(self.cfg.engine.model)
             decision = (recipe.decision if recipe is not None else None) or self.cfg.app.decision
-            engine, inspector, rules = self.engines.load(model, decision, self._references)
+            inspector, rules = self._load_recipe(model, decision, self._references)
             old = self.pipeline.swap_inspector(inspector, name)
-            self.engines.retire(old.engine, engine)
+            try:
+                old.engine.close()
+            except Exception:
+                log.exception("closing the previous engine failed")
             before = self._recipe
             self._recipe, self._decision, self._rules = name, decision, rules
             self._history.clear()
@@ -162,25 +167,6 @@ class ServiceControl:
     # -- references ----------------------------------------------------------------------------------
     def references_for(self, camera: str) -> np.ndarray | None:
         return self._references.get(camera)
-
-
-class EngineHolder:
-    """Builds an engine + inspector for a model file (recipes) and closes retired engines."""
-
-    def __init__(self, cfg: LoadedConfig, build: Callable[[str, DecisionConfig, dict[str, np.ndarray]], Any]) -> None:
-        self.cfg = cfg
-        self._build = build
-        self.current: Engine | None = None
-
-    def load(self, model: str, decision: DecisionConfig, references: dict[str, np.ndarray]) -> Any:
-        return self._build(model, decision, references)
-
-    def retire(self, old: Engine, new: Engine) -> None:
-        self.current = new
-        try:
-            old.close()
-        except Exception:
-            log.exception("closing the previous engine failed")
 
 
 @dataclass

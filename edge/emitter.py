@@ -65,7 +65,6 @@ class VerdictEmitter:
         self._count_lock = threading.Lock()
         self._warn = DropWarner("subscribers", "subscriber raised on")
         self.emitted = 0
-        self.last_emit_ns = 0
 
     # -- subscriptions ------------------------------------------------------------------
     def subscribe(self, listener: VerdictListener, name: str) -> Subscription:
@@ -160,5 +159,4 @@ class VerdictEmitter:
                 sub.errors += 0 if ok else 1
         with self._count_lock:
             self.emitted += 1
-            self.last_emit_ns = now
         return verdict
