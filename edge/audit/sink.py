@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.audit.store import AuditStore, row_from_payload
 from edge.errors import SinkError
-from edge.sinks.base import DropWarner, SinkCounters
+from edge.sinks.base import DropWarner, SinkCounters, hand_off
 from edge.sinks.durable import JournalConfig
 from edge.sinks.journal import Journal
 from edge.verdict import Verdict
@@ -90,14 +90,7 @@ class AuditSink:
         self._thread.start()
 
     def submit(self, verdict: Verdict) -> bool:
-        try:
-            self._queue.put_nowait(verdict)
-        except queue.Full:
-            self.counters.count(dropped=1)
-            self._full.drop()
-            return False
-        self.counters.count(submitted=1)
-        return True
+        return hand_off(self._queue, verdict, self.counters, self._full)
 
     def close(self, timeout: float = 5.0) -> None:
         if self._thread is None:

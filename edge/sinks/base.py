@@ -87,6 +87,19 @@ class DropWarner:
 _STOP = object()
 
 
+def hand_off(q: queue.Queue[Any], item: Any, counters: SinkCounters, full: DropWarner) -> bool:
+    """A sink's `submit`: put the item on its writer's queue without waiting; when the queue is
+    full the verdict is dropped for this sink, counted and (rate-limited) logged."""
+    try:
+        q.put_nowait(item)
+    except queue.Full:
+        counters.count(dropped=1)
+        full.drop()
+        return False
+    counters.count(submitted=1)
+    return True
+
+
 class SinkCounters:
     """The counters every sink reports; `count()` is thread-safe."""
 
@@ -157,14 +170,7 @@ class BestEffortSink:
         self._thread.start()
 
     def submit(self, verdict: Verdict) -> bool:
-        try:
-            self._queue.put_nowait(verdict)
-        except queue.Full:
-            self.counters.count(dropped=1)
-            self._full.drop()
-            return False
-        self.counters.count(submitted=1)
-        return True
+        return hand_off(self._queue, verdict, self.counters, self._full)
 
     def close(self, timeout: float = 5.0) -> None:
         if self._thread is None:

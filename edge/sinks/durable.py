@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.errors import PermanentSinkError, SinkError, TransientSinkError
-from edge.sinks.base import DropWarner, SinkConfigBase, SinkCounters
+from edge.sinks.base import DropWarner, SinkConfigBase, SinkCounters, hand_off
 from edge.sinks.journal import Journal, JournalEntry
 from edge.verdict import Verdict
 
@@ -123,14 +123,8 @@ class DurableSink:
         self._thread.start()
 
     def submit(self, verdict: Verdict) -> bool:
-        try:  # serialised in the writer thread (`Verdict.to_json`: once for every durable sink)
-            self._queue.put_nowait((verdict, time.time_ns()))
-        except queue.Full:
-            self.counters.count(dropped=1)
-            self._full.drop()
-            return False
-        self.counters.count(submitted=1)
-        return True
+        # serialised in the writer thread (`Verdict.to_json`: once for every durable sink)
+        return hand_off(self._queue, (verdict, time.time_ns()), self.counters, self._full)
 
     def close(self, timeout: float = 5.0) -> None:
         if self._thread is None:
