@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge.audit.config import AuditConfig
 from edge.decision import DecisionConfig
@@ -159,11 +159,30 @@ class AppConfig(BaseModel):
         description="Named model + decision sets an operator, the API or the PLC can switch between; "
         "the engine's own model runs as recipe 'default' until another is activated.",
     )
+    decision_sets: dict[str, DecisionConfig] = Field(
+        default_factory=dict,
+        description="Named threshold sets an operator, the API or the PLC can switch between (validated like "
+        "`decision`); the top-level `decision` rules are the set 'default'.",
+    )
     references: dict[str, str] = Field(
         default_factory=dict,
         description="For a golden-reference model: camera name -> its defect-free reference image "
         "(aligned with the camera's frames, same size; a replay camera can give one per image instead).",
     )
+
+    @field_validator("decision_sets")
+    @classmethod
+    def _set_names(cls, sets: dict[str, DecisionConfig]) -> dict[str, DecisionConfig]:
+        for name in sets:
+            if name in ("default", "custom") or not _SET_NAME.fullmatch(name):
+                raise ValueError(
+                    f"decision set name {name!r}: use letters, digits, '.', '_', '-' (at most 64; "
+                    "'default' and 'custom' are reserved)"
+                )
+        return sets
+
+
+_SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass

@@ -7,7 +7,10 @@ verdict subscription and `ServiceControl`, the only way to change the running st
 - the decision rules: validated against the model's classes, compiled, swapped atomically
   between frames, every change reported to `on_change` listeners (the audit) and revertible;
 - recipes (model + decision rules named in the config): loaded off the hot path, swapped in
-  between frames, the old engine closed after.
+  between frames, the old engine closed after;
+- decision sets (named threshold sets of the config, the top-level rules as `default`): applied
+  through the same path as any decision change. The active set's name is honest about what is
+  in force: `custom` after a change that matches no set, `recipe:<name>` for a recipe's own rules.
 """
 
 from __future__ import annotations
@@ -55,11 +58,18 @@ class ServiceControl:
         self._load_recipe = load_recipe
         self._decision = cfg.app.decision
         self._rules = rules
-        self._history: list[DecisionConfig] = []
+        self._history: list[tuple[DecisionConfig, str]] = []  # (rules, their set name) before each change
         self._references = references
         self._recipe = "default"
+        self._set = "default"
         self._lock = threading.Lock()  # one change at a time
         self._listeners: list[ChangeListener] = []
+        info = pipeline.inspector.info
+        for name, section in cfg.app.decision_sets.items():  # refused at start, as the top-level rules are
+            try:
+                compile_rules(section, info.names, Path(info.path), cfg.base_dir)
+            except ConfigError as exc:
+                raise ConfigError(f"decision_sets.{name}: {exc}") from exc
 
     # -- change listeners (the audit) ----------------------------------------------------------
     def on_change(self, fn: ChangeListener) -> None:
@@ -108,26 +118,64 @@ class ServiceControl:
         except ValidationError as exc:
             errors = [f"decision.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
             raise ConfigError("; ".join(errors), errors) from exc
+        return self._apply_decision(new, who, self._set_named(new))
+
+    def _apply_decision(self, new: DecisionConfig, who: str, set_name: str) -> dict[str, Any]:
         with self._lock:
             info = self.pipeline.inspector.info
             rules = compile_rules(new, info.names, Path(info.path), self.cfg.base_dir)
             before = self._decision
             self.pipeline.inspector.set_rules(rules)
-            self._history.append(before)
+            self._history.append((before, self._set))
             del self._history[:-50]
-            self._decision, self._rules = new, rules
+            self._decision, self._rules, self._set = new, rules, set_name
         after = new.model_dump(mode="json")
         self._changed("decision", before.model_dump(mode="json"), after, who)
         return after
 
     def revert_decision(self, who: str) -> dict[str, Any]:
-        """Back to the rules in force before the last change."""
+        """Back to the rules (and their set name) in force before the last change."""
         if not self._history:
             raise ConfigError("decision: no earlier rules to revert to")
-        previous = self._history.pop()
-        applied = self.set_decision(previous, who)
+        previous, name = self._history.pop()
+        applied = self._apply_decision(previous, who, name)
         self._history.pop()  # the revert itself is not a step to revert to
         return applied
+
+    # -- decision sets --------------------------------------------------------------------------------
+    def decision_sets(self) -> list[str]:
+        """The named threshold sets: `default` (the top-level rules) and those of `decision_sets:`."""
+        return ["default", *sorted(self.cfg.app.decision_sets)]
+
+    def active_decision_set(self) -> str:
+        """The set in force: a name of `decision_sets()`, `recipe:<name>` (a recipe's own rules) or
+        `custom` (rules changed by hand that match no set)."""
+        return self._set
+
+    def activate_decision_set(self, name: str, who: str = "system") -> dict[str, Any]:
+        """Apply a named set like any decision change (validated against the model, compiled, swapped
+        between frames, reported to listeners, revertible); returns the applied section."""
+        if name not in self.decision_sets():
+            raise ConfigError(f"unknown decision set {name!r}; configured: {', '.join(self.decision_sets())}")
+        rules = self._set_rules(name)
+        if name == self._set and rules == self._decision:
+            return rules.model_dump(mode="json")  # in force already: no change to record
+        before = self._set
+        applied = self._apply_decision(rules, who, name)
+        self._changed("decision_set", before, name, who)
+        return applied
+
+    def _set_rules(self, name: str) -> DecisionConfig:
+        return self.cfg.app.decision if name == "default" else self.cfg.app.decision_sets[name]
+
+    def _set_named(self, rules: DecisionConfig) -> str:
+        """The set these rules are: the current one if still equal, else the first equal set, else custom."""
+        if rules == self._decision and self._set != "custom":
+            return self._set
+        for name in self.decision_sets():
+            if rules == self._set_rules(name):
+                return name
+        return "custom"
 
     # -- recipes --------------------------------------------------------------------------------------
     def recipes(self) -> list[str]:
@@ -160,6 +208,8 @@ class ServiceControl:
                 log.exception("closing the previous engine failed")
             before = self._recipe
             self._recipe, self._decision, self._rules = name, decision, rules
+            own = recipe is not None and recipe.decision is not None
+            self._set = f"recipe:{name}" if own else "default"
             self._history.clear()
         self._changed("recipe", before, name, who)
         return name
@@ -191,4 +241,3 @@ class ServiceContext:
 
     def subscribe(self, listener: VerdictListener, name: str) -> Subscription:
         return self._subscribe(listener, name)
-
