@@ -61,6 +61,9 @@ class OpcUaServerSinkConfig(SinkConfigBase):
     users: list[UserConfig] = Field(default_factory=list)
     heartbeat_s: float = Field(1.0, gt=0, description="Heartbeat period; it stops when the service is not ready.")
     max_heartbeat_age_s: float = Field(2.0, gt=0, description="Pipeline worker heartbeat age that makes Ready false.")
+    result_store_size: int = Field(
+        1000, ge=0, le=100_000, description="Most recent results ResultManagement.GetResultById can find (0: none)."
+    )
 
     def build(self, base_dir: Path) -> OpcUaServerSink:
         def resolve(p: str) -> Path:
@@ -187,6 +190,7 @@ class OpcUaServerSink:
             ready_probe=self._ready_probe,
             heartbeat_s=self.cfg.heartbeat_s,
             user_manager=self.users,
+            result_store_size=self.cfg.result_store_size,
         )
         try:
             self.ioloop.run_sync(self._start(), timeout=120)

@@ -17,7 +17,8 @@ from plc.machine_vision.result_model import ResultFields
 @dataclass(frozen=True, slots=True)
 class StoredResult:
     fields: ResultFields
-    configuration: str  # the configuration (decision set) id it was judged under
+    configuration: str  # InternalConfigurationId: the decision set in force when it was published
+    config_version: str = ""  # ExternalConfigurationId: the config file's version
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,7 @@ class ResultFilter:
     part_id: str = ""
     recipe: str = ""
     configuration: str = ""
+    config_version: str = ""
     job_id: str = ""
 
     def matches(self, r: StoredResult) -> bool:
@@ -39,6 +41,7 @@ class ResultFilter:
             and (not self.part_id or f.part_id == self.part_id)
             and (not self.recipe or (f.recipe or "default") == self.recipe)
             and (not self.configuration or r.configuration == self.configuration)
+            and (not self.config_version or r.config_version == self.config_version)
             and (not self.job_id or f.job_id == self.job_id)
         )
 
@@ -56,11 +59,11 @@ class ResultStore:
     def __len__(self) -> int:
         return len(self._items)
 
-    def add(self, fields: ResultFields, configuration: str) -> None:
+    def add(self, fields: ResultFields, configuration: str, config_version: str = "") -> None:
         if self.size == 0:
             return
         self._items.pop(fields.result_id, None)  # a re-delivered verdict counts as its newest copy
-        self._items[fields.result_id] = StoredResult(fields, configuration)
+        self._items[fields.result_id] = StoredResult(fields, configuration, config_version)
         while len(self._items) > self.size:
             self._items.popitem(last=False)
             self.evicted += 1

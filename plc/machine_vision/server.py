@@ -6,10 +6,12 @@ Address space (all types standard or from the vendored NodeSet; the station's ow
 - ``VisionSystem`` (``VisionSystemType``): its VisionStateMachine and AutomaticModeStateMachine
   follow the service's mode; Halt/Reset/StartSingleJob/StartContinuous/Stop/Abort drive it
   (`ServiceControl` halt/resume/single); RecipeManagement's PrepareRecipe/UnprepareRecipe/
-  GetRecipeListFiltered map onto the configured recipes. It emits one ``ResultReadyEventType``
-  event per verdict.
+  GetRecipeListFiltered map onto the configured recipes; ConfigurationManagement onto the decision
+  sets and ResultManagement onto the most recent results (`plc.machine_vision.management`). It
+  emits one ``ResultReadyEventType`` event per verdict, also seen through the Server object.
 - ``Station``: flat variables for PLCs that cannot consume events (verdict code, part id,
-  result id, sequence, counters, heartbeat, ready, fail-safe, deadline and margin).
+  result id, sequence, counters, heartbeat, ready, fail-safe, deadline and margin, recipe and
+  decision set).
 
 Everything here runs on the service's I/O loop.
 """
@@ -27,6 +29,7 @@ from typing import Any, Protocol
 from asyncua import Node, Server, ua
 
 from plc.machine_vision import NAMESPACE_URI, RESULT_READY_EVENT_TYPE, VISION_SYSTEM_TYPE, nodeid_table, nodeset_path
+from plc.machine_vision.management import ConfigurationManagement, DecisionSets, ResultManagement
 from plc.machine_vision.result_model import Counters, ResultFields, VisionStates, result_fields, vision_states
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,7 @@ FLAT_VARIABLES: tuple[tuple[str, ua.VariantType, Any], ...] = (
     ("FailSafe", ua.VariantType.Boolean, True),
     ("Mode", ua.VariantType.String, ""),
     ("Recipe", ua.VariantType.String, ""),
+    ("DecisionSet", ua.VariantType.String, ""),
 )
 
 
@@ -118,6 +122,7 @@ class VisionServer:
     ready_probe: Callable[[], bool] | None = None  # extra health condition for Ready (pipeline heartbeats)
     heartbeat_s: float = 1.0
     user_manager: Any = None
+    result_store_size: int = 1000  # results GetResultById can still find
     stats: ServerStats = field(default_factory=ServerStats)
 
     def __post_init__(self) -> None:
@@ -133,6 +138,10 @@ class VisionServer:
         self.mv = 0
         self.last_ready = False  # as of the last refresh (health() reads this, never the probe)
         self._last: dict[str, Any] = {}
+        sets = self.control if isinstance(self.control, DecisionSets) else None
+        self.configurations = ConfigurationManagement(sets, self._control, self.refresh_state)
+        self.results = ResultManagement(self.result_store_size)
+        self._pending: set[asyncio.Task[Any]] = set()
 
     # -- set-up -----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -152,6 +161,10 @@ class VisionServer:
         await server.start()
         await self.refresh_state()
         self._tasks.append(asyncio.create_task(self._heartbeat(), name="opcua-heartbeat"))
+        on_change = getattr(self.control, "on_change", None)
+        if callable(on_change):  # changes made elsewhere (the web API) show at once, not at the next beat
+            loop = asyncio.get_running_loop()
+            on_change(lambda *_: loop.call_soon_threadsafe(self._refresh_soon))
         log.info("opcua: serving %s (station %s)", self.endpoint, self.station)
 
     async def stop(self) -> None:
@@ -166,6 +179,13 @@ class VisionServer:
         if self.server is not None:
             await self.server.stop()
             self.server = None
+
+    def _refresh_soon(self) -> None:
+        if self.server is None:
+            return
+        task = asyncio.create_task(self.refresh_state(), name="opcua-refresh")
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     @property
     def operator_methods(self) -> list[ua.NodeId]:
@@ -212,7 +232,17 @@ class VisionServer:
             server.link_method(method, _unwrapped(fn))
             if (parent, name) in handlers:
                 self._operator_methods.append(method.nodeid)
+
+        def link(method: Node, fn: Callable[..., Awaitable[Any]]) -> None:
+            server.link_method(method, _unwrapped(fn))
+
+        cm = await self.vs.get_child([f"{mv}:ConfigurationManagement"])
+        self._operator_methods += await self.configurations.link(server, cm, mv, link)
+        results = await self.vs.get_child([f"{mv}:ResultManagement"])
+        self._operator_methods += await self.results.link(results, mv, link)
         self.events = await server.get_event_generator(nid(RESULT_READY_EVENT_TYPE, mv), self.vs.nodeid)
+        # the Server object is the root notifier: clients subscribed there (UaExpert's event view) see them too
+        await server.nodes.server.add_reference(self.vs.nodeid, ua.ObjectIds.HasNotifier)
         ev = self.events.event
         # asyncua leaves subtypes of built-in types untyped: name them, so that every stack decodes them
         ev.data_types.update(
@@ -283,8 +313,10 @@ class VisionServer:
         if self.control is not None:
             try:
                 await self._set("Recipe", self.control.active_recipe())
+                await self._set("DecisionSet", self.configurations.active())
+                await self.configurations.show(self.server)
             except Exception:
-                log.exception("opcua: reading the active recipe failed")
+                log.exception("opcua: reading the active recipe or decision set failed")
         return states
 
     async def _heartbeat(self) -> None:
@@ -325,10 +357,12 @@ class VisionServer:
         ):
             await self._set(name, value)
         self.stats.published += 1
-        await self._trigger(f, str(record.get("config_version", "")))
+        config_version, configuration = str(record.get("config_version", "")), self.configurations.active()
+        self.results.add(f, configuration, config_version)
+        await self._trigger(f, config_version, configuration)
         return f
 
-    async def _trigger(self, f: ResultFields, config_version: str) -> None:
+    async def _trigger(self, f: ResultFields, config_version: str, configuration: str) -> None:
         ev = self.events.event
         ev.ResultId = ua.ResultIdDataType(Id=f.result_id)  # type: ignore[attr-defined]
         ev.PartId = ua.PartIdDataType(Id=f.part_id)  # type: ignore[attr-defined]
@@ -349,10 +383,17 @@ class VisionServer:
         ev.ExternalRecipeId = ua.RecipeIdExternalDataType(Id=recipe)  # type: ignore[attr-defined]
         ev.InternalRecipeId = ua.RecipeIdInternalDataType(Id=recipe)  # type: ignore[attr-defined]
         ev.ExternalConfigurationId = ua.ConfigurationIdDataType(Id=config_version or "-")  # type: ignore[attr-defined]
-        ev.InternalConfigurationId = ua.ConfigurationIdDataType(Id=config_version or "-")  # type: ignore[attr-defined]
+        ev.InternalConfigurationId = ua.ConfigurationIdDataType(Id=configuration)  # type: ignore[attr-defined]
         ev.ProductId = None
         ev.Severity = f.severity
         await self.events.trigger(time_attr=f.creation_time, message=f.message)
+        # the same event (same EventId) through the Server object; asyncua delivers events only to
+        # the emitting node's subscribers, not up the notifier hierarchy
+        ev.emitting_node = nid(ua.ObjectIds.Server, 0)
+        try:
+            await self.events.isession.subscription_service.trigger_event(ev)
+        finally:
+            ev.emitting_node = self.vs.nodeid
         self.stats.events += 1
 
     # -- methods (each returns its declared output arguments) -------------------------------------------

@@ -60,6 +60,9 @@ def test_filters_and_pages_newest_first() -> None:
     assert len(store.query(ResultFilter(recipe="default"))[0]) == 8  # no recipe on a verdict: the default
     assert len(store.query(ResultFilter(recipe="r2"))[0]) == 2
     assert len(store.query(ResultFilter(configuration="strict", state=1))[0]) == 3  # 1, 5, 7
+    assert store.query(ResultFilter(config_version="v2"))[0] == []
+    store.add(fields(99), "default", "v2")
+    assert [r.fields.part_id for r in store.query(ResultFilter(config_version="v2"))[0]] == ["part-00099"]
 
 
 def test_handles_are_nonzero_released_once_and_bounded() -> None:
