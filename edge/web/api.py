@@ -1,4 +1,4 @@
-"""`/api/v1`: status, verdicts, evidence, the running config, decision rules, recipes, mode, changes.
+"""`/api/v1`: status, verdicts, evidence, the running config, decision rules and sets, recipes, mode, changes.
 
 Reads come from the read model (`LiveFeed`), the audit store and the evidence files. Every
 write needs the bearer token, is validated (unknown fields refused) and is recorded in the
@@ -37,6 +37,12 @@ class RecipeChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(..., min_length=1, max_length=128, description="One of the configured recipes.")
+
+
+class DecisionSetChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1, max_length=128, description="One of the configured decision sets.")
 
 
 class ModeChange(BaseModel):
@@ -193,6 +199,11 @@ def build_api(deps: WebDeps) -> APIRouter:
     def decision_history(limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[dict[str, Any]]:
         return list(audit().changes(what="decision", limit=limit))
 
+    @api.get("/decision/sets", summary="The named threshold sets (`default`: the config's rules) and the active one")
+    def decision_sets() -> dict[str, Any]:
+        c = control()
+        return {"active": c.active_decision_set(), "sets": c.decision_sets()}
+
     @api.get("/recipes", summary="The configured recipes (model + rules) and the active one")
     def recipes() -> dict[str, Any]:
         c = control()
@@ -229,6 +240,7 @@ def build_api(deps: WebDeps) -> APIRouter:
 
     # -- writes -----------------------------------------------------------------------------------
     write_decision, write_recipe, write_mode = writer("decision"), writer("recipe"), writer("mode")
+    write_set = writer("decision_set")
 
     @api.put("/decision", summary="Change the decision rules (validated, swapped in atomically, audited)")
     async def put_decision(section: DecisionConfig, who: str = Depends(write_decision)) -> dict[str, Any]:
@@ -246,6 +258,15 @@ def build_api(deps: WebDeps) -> APIRouter:
         current = c.decision()
         applied = await change(lambda: c.revert_decision(who))
         return {"applied": applied, "before": current, "by": who}
+
+    @api.put("/decision/set", summary="Apply a named threshold set (validated, swapped in atomically, audited)")
+    async def put_decision_set(body: DecisionSetChange, who: str = Depends(write_set)) -> dict[str, Any]:
+        c = control()
+        before = c.active_decision_set()
+        if body.name not in c.decision_sets():
+            _refused(deps, who, "decision_set", before, body.name, f"unknown decision set {body.name!r}", 404)
+        applied = await change(lambda: c.activate_decision_set(body.name, who))
+        return {"active": c.active_decision_set(), "before": before, "applied": applied, "by": who}
 
     @api.put("/recipe", summary="Switch to another configured recipe (model loaded off the hot path)")
     async def put_recipe(body: RecipeChange, who: str = Depends(write_recipe)) -> dict[str, Any]:
