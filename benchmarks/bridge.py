@@ -137,7 +137,8 @@ def _ns(t: dt.datetime) -> int:
 
 
 # -- the service ---------------------------------------------------------------------------------------
-def make_config(work: Path, sinks: list[dict[str, Any]], rate_ppm: float, in_flight: int, engine: str) -> Any:
+def make_config(work: Path, sinks: list[dict[str, Any]], rate_ppm: float, in_flight: int, engine: str,
+                spin: bool | None = None) -> Any:
     camera: dict[str, Any] = {"type": "replay", "name": "line1", "path": str(DEMO_DATA / "images"),
                               "rate_ppm": rate_ppm, "loop": True}
     if in_flight:
@@ -145,7 +146,7 @@ def make_config(work: Path, sinks: list[dict[str, Any]], rate_ppm: float, in_fli
     text = yaml.safe_dump({
         "version": "bench-bridge",
         "cameras": [camera],
-        "engine": {"type": engine, "model": str(FRAME_MODEL)},
+        "engine": {"type": engine, "model": str(FRAME_MODEL), **({} if spin is None else {"allow_spinning": spin})},
         "pipeline": {"budget_ms": 1000, "ring_slots": 8},
         "sinks": sinks,
         "metrics": {"port": 0},
@@ -265,6 +266,8 @@ def main() -> int:
     ap.add_argument("--publishing-ms", type=float, default=10.0)
     ap.add_argument("--engine", default="onnxruntime")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--allow-spinning", choices=("yes", "no"), default=None,
+                    help="the onnxruntime engine's allow_spinning (default: the engine's default)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--plc-port", type=int, help=argparse.SUPPRESS)
@@ -279,6 +282,7 @@ def main() -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
+    spin = None if args.allow_spinning is None else args.allow_spinning == "yes"
     work = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
     broker = Mosquitto(work / "broker", persistence=False)
     broker.start()
@@ -311,11 +315,12 @@ def main() -> int:
     result: dict[str, Any] = {
         "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "load_avg_start": os.getloadavg()},
         "settings": {k: getattr(args, k) for k in ("frames", "latency_frames", "rounds", "rate_ppm",
-                                                   "publishing_ms", "engine")},
+                                                   "publishing_ms", "engine", "allow_spinning")},
     }
     try:
         # latency, paced at the line rate, the mqtt + opcua-server sinks on
-        cfg = make_config(work, plc_sinks(work, broker.port, opcua_port, None), args.rate_ppm, 0, args.engine)
+        cfg = make_config(work, plc_sinks(work, broker.port, opcua_port, None), args.rate_ppm, 0, args.engine,
+                          spin)
         lat = run_service(cfg, args.latency_frames, lambda: bool(subscribed_ns))
         time.sleep(1.0)
         # measured: verdicts decided once the OPC UA subscriber had subscribed (all paths alike)
@@ -345,7 +350,7 @@ def main() -> int:
             row: dict[str, float] = {}
             for which in order:
                 sinks = [] if which == "none" else plc_sinks(work, broker.port, opcua_port, plc_port)
-                run = run_service(make_config(work, sinks, 0, 2, args.engine), args.frames)
+                run = run_service(make_config(work, sinks, 0, 2, args.engine, spin), args.frames)
                 row[which] = round(run["fps"], 3)
             row["ratio"] = round(row["all"] / row["none"], 4)
             rounds.append(row)

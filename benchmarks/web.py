@@ -53,7 +53,14 @@ from edge.web.surface import OperatorSurface  # noqa: E402
 
 
 def make_config(
-    engine: str, model: Path, in_flight: int, on: bool, state: Path, intra_op_threads: int | None = None
+    engine: str,
+    model: Path,
+    in_flight: int,
+    on: bool,
+    state: Path,
+    intra_op_threads: int | None = None,
+    allow_spinning: bool | None = None,
+    evidence_idle: bool = False,
 ) -> Any:
     camera: dict[str, Any] = {
         "type": "replay",
@@ -71,13 +78,14 @@ def make_config(
             "type": engine,
             "model": str(model),
             **({"intra_op_threads": intra_op_threads} if intra_op_threads else {}),
+            **({"allow_spinning": allow_spinning} if allow_spinning is not None else {}),
         },
         "pipeline": {"budget_ms": 1000, "ring_slots": 8},
         "sinks": [],
         "metrics": {"port": 0},
         "state_dir": str(state),
         "audit": {"enabled": on},
-        "evidence": {"enabled": on, "pass_sample": 0.05, "min_free_mb": 0},
+        "evidence": {"enabled": on, "pass_sample": 0.05, "min_free_mb": 0, "encoder_idle": evidence_idle},
         "web": {"enabled": on, "port": 0, "token_env": "EI_BENCH_TOKEN"},
     }
     return parse_config(yaml.safe_dump(cfg), "<bench>")
@@ -237,12 +245,20 @@ def main() -> int:
         default=None,
         help="ONNX Runtime threads per operator (default: the runtime's, one per core); on both sides",
     )
+    ap.add_argument(
+        "--allow-spinning",
+        choices=("yes", "no"),
+        default=None,
+        help="ONNX Runtime engine's allow_spinning on both sides (default: the engine's default)",
+    )
+    ap.add_argument("--evidence-idle", action="store_true", help="evidence.encoder_idle: the encoder under SCHED_IDLE")
     ap.add_argument("--warmup", type=int, default=20, help="verdicts of each run left out of the figures")
     ap.add_argument("--browser", action="store_true", help="a headless Chromium on the page instead of an SSE client")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = ap.parse_args()
     os.environ.setdefault("EI_BENCH_TOKEN", secrets.token_urlsafe(24))
 
+    spin = None if args.allow_spinning is None else args.allow_spinning == "yes"
     rounds: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ei-bench-web-") as tmp:
         for r in range(args.rounds):
@@ -251,7 +267,16 @@ def main() -> int:
             for mode, in_flight in (("saturated", 2), ("unsaturated", 1)):
                 for which in order if mode == "saturated" else tuple(reversed(order)):
                     state = Path(tmp) / f"r{r}-{mode}-{which}"
-                    cfg = make_config(args.engine, args.model, in_flight, which == "on", state, args.intra_op_threads)
+                    cfg = make_config(
+                        args.engine,
+                        args.model,
+                        in_flight,
+                        which == "on",
+                        state,
+                        args.intra_op_threads,
+                        spin,
+                        args.evidence_idle,
+                    )
                     res[f"{which}_{mode}"] = run(cfg, args.frames, args.browser, args.warmup)
             ratio = res["on_saturated"]["fps"] / res["off_saturated"]["fps"]
             dp99 = res["on_unsaturated"]["latency_ms_p99"] - res["off_unsaturated"]["latency_ms_p99"]
@@ -289,6 +314,8 @@ def main() -> int:
         "frames_per_run": args.frames,
         "warmup_verdicts_left_out": args.warmup,
         "intra_op_threads": args.intra_op_threads,
+        "allow_spinning": spin,
+        "evidence_encoder_idle": args.evidence_idle,
         "rounds": rounds,
         "throughput_ratio_median": round(ratio, 4),
         "p99_delta_ms_median": round(dp99, 3),

@@ -52,6 +52,15 @@ class OnnxRuntimeEngineConfig(EngineConfigBase):
         None, ge=0, description="Threads inside an operator (0 or unset: ORT's default, one per core)."
     )
     inter_op_threads: int | None = Field(None, ge=0, description="Threads across operators.")
+    allow_spinning: bool = Field(
+        True,
+        description=(
+            "Let ONNX Runtime's pool threads spin-wait for work between and after runs (its own default). "
+            "Spinning holds cores the service's other threads (sinks, audit, evidence, web) could use; "
+            "off, those threads cost inference less, but inference itself runs slower (measured on 2 x86 "
+            "cores: ~25% fewer frames per second, benchmarks/results/web-spin0.json)."
+        ),
+    )
     graph_optimization: Literal["all", "extended", "basic", "disable"] = "all"
     fuse_preprocess: bool = Field(True, description=FUSE_PREPROCESS_HELP)
     rewrite_graph: bool = Field(
@@ -132,6 +141,9 @@ class OnnxRuntimeEngine(BufferedEngine[OnnxRuntimeEngineConfig]):
             opts.intra_op_num_threads = cfg.intra_op_threads
         if cfg.inter_op_threads is not None:
             opts.inter_op_num_threads = cfg.inter_op_threads
+        spin = "1" if cfg.allow_spinning else "0"
+        opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
         available = list(ort.get_available_providers())
         providers = cfg.providers if cfg.providers is not None else default_providers(available)
         missing = [p for p in providers if p not in available]

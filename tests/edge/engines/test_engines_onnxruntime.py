@@ -79,6 +79,18 @@ def test_infer_allocates_nothing(tiny_model: TinyModel, infer_allocates_nothing:
         engine.close()
 
 
+@pytest.mark.parametrize("spin", [True, False])
+def test_allow_spinning_reaches_the_session(tiny_model: TinyModel, spin: bool) -> None:
+    engine = OnnxRuntimeEngineConfig(model=str(tiny_model()), warmup=0, allow_spinning=spin).build(Path("."))
+    engine.load()
+    try:
+        opts = engine._session.get_session_options()
+        for key in ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning"):
+            assert opts.get_session_config_entry(key) == ("1" if spin else "0")
+    finally:
+        engine.close()
+
+
 def test_dynamic_batch_model_takes_the_configured_batch(tiny_model: TinyModel, pixels_to_tensor: ToTensor) -> None:
     path = tiny_model(batch="N")
     engine = OnnxRuntimeEngineConfig(model=str(path), batch=2, warmup=0).build(Path("."))
