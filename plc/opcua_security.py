@@ -156,6 +156,7 @@ class StationRuleset(PermissionRuleset):
 
     def __init__(self) -> None:
         self.operator_methods: set[ua.NodeId] = set()  # filled by the server with the linked method nodes
+        self.read_methods: set[ua.NodeId] = set()  # methods that only read: every role may call them
         self.denied = 0
 
     def check_validity(self, user: Any, action_type_id: ua.NodeId, body: Any) -> bool:
@@ -176,15 +177,16 @@ class StationRuleset(PermissionRuleset):
             if access is Role.ENGINEER:
                 return True
             if access is Role.OPERATOR:
-                return self._operator_call(body)
-            return False
+                return self._calls_only(body, self.operator_methods | self.read_methods)
+            return self._calls_only(body, self.read_methods)
         if action_type_id == _WRITE:
             return access is Role.ENGINEER
         return False
 
-    def _operator_call(self, body: Any) -> bool:
+    def _calls_only(self, body: Any, allowed: set[ua.NodeId]) -> bool:
         try:
             params = struct_from_binary(ua.CallParameters, body.copy() if isinstance(body, Buffer) else Buffer(body))
         except Exception:  # undecodable: refuse
             return False
-        return all(m.MethodId in self.operator_methods for m in params.MethodsToCall or [])
+        methods = params.MethodsToCall or []
+        return bool(methods) and all(m.MethodId in allowed for m in methods)

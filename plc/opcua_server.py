@@ -201,6 +201,7 @@ class OpcUaServerSink:
         assert self.vision is not None
         await self.vision.start()
         self.ruleset.operator_methods.update(self.vision.operator_methods)
+        self.ruleset.read_methods.update(self.vision.read_methods)
         self._queue = asyncio.Queue()
         self._consumer = asyncio.create_task(self._consume(), name=f"opcua-{self.name}")
 

@@ -134,6 +134,7 @@ class VisionServer:
         self.job_id = "job-0"
         self._tasks: list[asyncio.Task[None]] = []
         self._operator_methods: list[ua.NodeId] = []
+        self._read_methods: list[ua.NodeId] = []
         self.ns = 0
         self.mv = 0
         self.last_ready = False  # as of the last refresh (health() reads this, never the probe)
@@ -191,6 +192,11 @@ class VisionServer:
     def operator_methods(self) -> list[ua.NodeId]:
         return list(self._operator_methods)
 
+    @property
+    def read_methods(self) -> list[ua.NodeId]:
+        """Methods that only read (lists, lookups, handle releases): read-only users may call them too."""
+        return list(self._read_methods)
+
     async def _build_vision_system(self, server: Server) -> None:
         ns, mv = self.ns, self.mv
         self.vs = await server.nodes.objects.add_object(
@@ -240,6 +246,13 @@ class VisionServer:
         self._operator_methods += await self.configurations.link(server, cm, mv, link)
         results = await self.vs.get_child([f"{mv}:ResultManagement"])
         self._operator_methods += await self.results.link(results, mv, link)
+        for parent, names in (
+            (rm, ("GetRecipeListFiltered",)),
+            (cm, ("GetConfigurationList", "GetConfigurationById", "ReleaseConfigurationHandle")),
+            (results, ("GetResultById", "GetResultListFiltered", "ReleaseResultHandle")),
+        ):
+            for name in names:
+                self._read_methods.append((await parent.get_child([f"{mv}:{name}"])).nodeid)
         self.events = await server.get_event_generator(nid(RESULT_READY_EVENT_TYPE, mv), self.vs.nodeid)
         # the Server object is the root notifier: clients subscribed there (UaExpert's event view) see them too
         await server.nodes.server.add_reference(self.vs.nodeid, ua.ObjectIds.HasNotifier)

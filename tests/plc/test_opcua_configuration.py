@@ -116,13 +116,25 @@ def test_configuration_management_maps_onto_decision_sets(tmp_path: Path, ioloop
             assert (await active.read_value()).InternalId.Id == "strict"
             await sub.delete()
 
-        async with client(sink, pki, "viewer", "v-pw") as c:  # read-only: no method calls
+        async with client(sink, pki, "viewer", "v-pw") as c:  # read-only: lists and lookups, no changes
             await c.load_data_type_definitions()
             mv = await c.get_namespace_index(NAMESPACE_URI)
             ns = await c.get_namespace_index(STATION_NS)
             cm = c.get_node(ua.NodeId("VisionSystem.ConfigurationManagement", ns))
             with pytest.raises(UaError, match="BadUserAccessDenied"):
                 await cm.call_method(f"{mv}:ActivateConfiguration", ua.ConfigurationIdDataType(Id="default"))
+            h, config, err = await cm.call_method(
+                f"{mv}:GetConfigurationById", ua.ConfigurationIdDataType(Id="loose"), i32(0)
+            )
+            assert err == 0 and h > 0
+            assert await cm.call_method(f"{mv}:ReleaseConfigurationHandle", u32(h)) == 0
+            rm = c.get_node(ua.NodeId("VisionSystem.RecipeManagement", ns))
+            with pytest.raises(UaError, match="BadUserAccessDenied"):
+                await rm.call_method(
+                    f"{mv}:PrepareRecipe",
+                    ua.RecipeIdExternalDataType(Id="default"),
+                    ua.RecipeIdInternalDataType(Id=""),
+                )
             assert await c.get_node(ua.NodeId("Station.DecisionSet", ns)).read_value() == "strict"
 
     try:
@@ -190,12 +202,15 @@ def test_result_management_answers_from_the_recent_results(tmp_path: Path, ioloo
             with pytest.raises(UaError, match="BadNotSupported"):
                 await rm.call_method(f"{mv}:GetResultComponentsById", rid(last), i32(0))
 
-        async with client(sink, pki, "viewer", "v-pw") as c:
+        async with client(sink, pki, "viewer", "v-pw") as c:  # read-only: reading results is allowed
             await c.load_data_type_definitions()
             mv = await c.get_namespace_index(NAMESPACE_URI)
             rm = c.get_node(ua.NodeId("VisionSystem.ResultManagement", await c.get_namespace_index(STATION_NS)))
-            with pytest.raises(UaError, match="BadUserAccessDenied"):
-                await rm.call_method(f"{mv}:GetResultById", ua.ResultIdDataType(Id=last.result_id), i32(0))
+            handle, result, err = await rm.call_method(
+                f"{mv}:GetResultById", ua.ResultIdDataType(Id=last.result_id), i32(0)
+            )
+            assert err == 0 and result.ResultId.Id == last.result_id
+            assert await rm.call_method(f"{mv}:ReleaseResultHandle", u32(handle)) == 0
 
     try:
         ioloop.run_sync(scenario(), timeout=120)
