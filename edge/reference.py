@@ -105,6 +105,9 @@ def check_input_kind(image: np.ndarray, reference_model: bool, where: Path) -> N
         )
 
 
+COARSE_MIN_SIDE = 256  # from this size (shorter side) the shift is proposed at half resolution
+
+
 class ReferenceAligner:
     """Finds how far a part image is shifted against its reference and shifts the reference to
     match, before `compose` (a composite of misaligned images lights up every edge).
@@ -118,6 +121,11 @@ class ReferenceAligner:
     The reference is moved, not the part, so detections stay in the frame's own pixels; the
     edge it uncovers repeats the reference's border. Buffers are kept per image size (and the
     float copy per reference array), so steady state allocates no arrays in Python.
+
+    Images of at least `COARSE_MIN_SIDE` pixels a side are correlated at half resolution (area
+    averaged): the transforms cost a quarter (640 x 640: ~14 -> ~3.5 ms on a 2-core x86), the
+    proposal is then only good to about a pixel, so the neighbourhood scored at full resolution
+    grows to 5 x 5 (a full-resolution L1 norm costs ~0.03 ms).
     """
 
     def __init__(self, max_shift_px: int, min_response: float = 0.05) -> None:
@@ -128,7 +136,20 @@ class ReferenceAligner:
         self.last_shift: tuple[int, int] = (0, 0)
         self._sized: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._float_refs: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id -> (reference, float copy)
+        self._coarse: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._matrix = np.zeros((2, 3), np.float64)
+
+    def _coarse_buffers(self, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(uint8 half-size scratch, float32 half-size part, half-size window) for a full size."""
+        found = self._coarse.get(hw)
+        if found is None:
+            if len(self._coarse) >= MAX_FRAME_SIZES:
+                self._coarse.clear()
+            half = (hw[0] // 2, hw[1] // 2)
+            window = cv2.createHanningWindow((half[1], half[0]), cv2.CV_32F)
+            found = (np.empty(half, np.uint8), np.empty(half, np.float32), window)
+            self._coarse[hw] = found
+        return found
 
     def _buffers(self, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         found = self._sized.get(hw)
@@ -140,10 +161,14 @@ class ReferenceAligner:
             self._sized[hw] = found
         return found
 
-    def _float_reference(self, reference: np.ndarray) -> np.ndarray:
+    def _float_reference(self, reference: np.ndarray, half: bool = False) -> np.ndarray:
         held = self._float_refs.get(id(reference))
         if held is None or held[0] is not reference:
-            held = (reference, reference.astype(np.float32))
+            src = reference
+            if half:
+                h, w = reference.shape[:2]
+                src = cv2.resize(reference, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+            held = (reference, src.astype(np.float32))
             if len(self._float_refs) >= 256:  # references come and go (replay sets): bounded
                 self._float_refs.clear()
             self._float_refs[id(reference)] = held
@@ -152,15 +177,25 @@ class ReferenceAligner:
     def estimate(self, part: np.ndarray, reference: np.ndarray) -> tuple[int, int]:
         """(dx, dy): the part's content sits (dx, dy) pixels from where it is in the reference."""
         p, r = _grey_pair(part, reference)
-        fpart, window, _ = self._buffers((int(p.shape[0]), int(p.shape[1])))
-        np.copyto(fpart, p)
-        fref = self._float_reference(r)
-        (dx, dy), response = cv2.phaseCorrelate(fref, fpart, window)
+        h, w = int(p.shape[0]), int(p.shape[1])
+        coarse = min(h, w) >= COARSE_MIN_SIDE
+        if coarse:
+            small, fpart, window = self._coarse_buffers((h, w))
+            cv2.resize(p, (w // 2, h // 2), dst=small, interpolation=cv2.INTER_AREA)
+            np.copyto(fpart, small)
+            fref = self._float_reference(r, half=True)
+            (dx, dy), response = cv2.phaseCorrelate(fref, fpart, window)
+            dx, dy = 2 * dx, 2 * dy
+        else:
+            fpart, window, _ = self._buffers((h, w))
+            np.copyto(fpart, p)
+            fref = self._float_reference(r)
+            (dx, dy), response = cv2.phaseCorrelate(fref, fpart, window)
         sx, sy = int(round(dx)), int(round(dy))
-        if response < self.min_response or max(abs(sx), abs(sy)) > self.max_shift_px:
-            return (0, 0)
+        reach = 2 if coarse else 1  # the neighbourhood scored around the proposal
         m = self.max_shift_px
-        h, w = p.shape
+        if response < self.min_response or max(abs(sx), abs(sy)) > m + reach - 1:
+            return (0, 0)
         if h <= 2 * m or w <= 2 * m:
             return (0, 0)
         inner = p[m : h - m, m : w - m]
@@ -169,8 +204,8 @@ class ReferenceAligner:
             return float(cv2.norm(inner, r[m - cy : h - m - cy, m - cx : w - m - cx], cv2.NORM_L1))
 
         best, best_cost = (0, 0), cost(0, 0)
-        for cy in (sy - 1, sy, sy + 1):
-            for cx in (sx - 1, sx, sx + 1):
+        for cy in range(sy - reach, sy + reach + 1):
+            for cx in range(sx - reach, sx + reach + 1):
                 if (cx, cy) != (0, 0) and max(abs(cx), abs(cy)) <= m:
                     c = cost(cx, cy)
                     if c < best_cost:

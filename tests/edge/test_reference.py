@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge.errors import CameraError
-from edge.reference import ReferenceAligner, compose
+from edge.reference import COARSE_MIN_SIDE, ReferenceAligner, compose
 
 
 def test_channels_are_part_reference_difference() -> None:
@@ -80,6 +80,18 @@ def test_aligner_moves_the_reference_onto_the_part(dx: int, dy: int) -> None:
     assert not compose(part, moved)[..., 2].any()
 
 
+@pytest.mark.parametrize(("dx", "dy"), [(0, 0), (1, 0), (0, -1), (3, -2), (-5, 4), (7, -8), (8, 8), (-1, 7)])
+def test_aligner_on_large_images_proposes_at_half_resolution_and_still_lands_exactly(dx: int, dy: int) -> None:
+    ref = board(seed=3, hw=(320, 336))  # shorter side >= COARSE_MIN_SIDE: the coarse path
+    assert min(ref.shape) >= COARSE_MIN_SIDE
+    part = shifted(ref, dx, dy)
+    aligner = ReferenceAligner(max_shift_px=8)
+    moved = aligner.align(part, ref)
+    assert aligner.last_shift == (dx, dy)
+    np.testing.assert_array_equal(moved, part)
+    assert ReferenceAligner(max_shift_px=4).estimate(shifted(ref, 9, 0), ref) == (0, 0)  # beyond max
+
+
 def test_aligner_leaves_shifts_it_cannot_trust() -> None:
     ref = board()
     aligner = ReferenceAligner(max_shift_px=4)
@@ -92,8 +104,9 @@ def test_aligner_leaves_shifts_it_cannot_trust() -> None:
         ReferenceAligner(0)
 
 
-def test_aligner_allocates_no_arrays_in_steady_state() -> None:
-    ref = board()
+@pytest.mark.parametrize("hw", [(96, 128), (288, 320)])
+def test_aligner_allocates_no_arrays_in_steady_state(hw: tuple[int, int]) -> None:
+    ref = board(hw=hw)
     parts = [shifted(ref, 2, 1), shifted(ref, -1, 3)]
     aligner = ReferenceAligner(max_shift_px=6)
     for part in parts:
