@@ -4,6 +4,8 @@ Run with a venv that has ultralytics (and torch), whenever the shipped model cha
 
     YOLO_OFFLINE=1 .venv-train/bin/python scripts/make_golden.py
 
+    YOLO_OFFLINE=1 .venv-train/bin/python scripts/make_golden.py --reference
+
 It runs `ultralytics.YOLO(models/pcb-yolo11n-320.onnx).predict(img, conf=C, iou=0.7, imgsz=320)`
 on a fixed set of frames made from `edge/demo_data/images/` (whole images, non-square crops, a
 colour-tinted BGR version, a small crop that is scaled up, an all-white frame) at two confidence
@@ -16,9 +18,17 @@ file and compares our Preprocessor -> engine -> decode path with the stored resu
 script imports only numpy, cv2, json and the standard library at module level (ultralytics only
 inside `predict_all`), and nothing from the edge package: it runs from `.venv-train` as well.
 
+With `--reference` it does the same for the golden-reference model (`models/pcb-ref-yolo11n-320.onnx`,
+the demo's default) into `tests/data/golden/ultralytics-predict-ref.json`: its frames are
+composites (part, reference, |part - reference| as B, G, R: what `edge.reference.compose` builds
+and what the model was trained on) of second captures and boards under test from
+`edge/demo_data/line` with their references, whole and cropped; Ultralytics predicts on the
+composite as a BGR image, our path composes the same pair and letterboxes the composite.
+
 Frame recipes (all deterministic, integer arithmetic only):
 - `source`: an image under edge/demo_data/images (read with cv2.IMREAD_GRAYSCALE), or null with
-  `fill` for a constant frame of `shape`;
+  `fill` for a constant frame of `shape`; with `reference` (golden-reference recipes) both are
+  paths under edge/demo_data, cropped alike and composed;
 - `crop`: [y0, y1, x0, x1] applied to the source (null: whole image), then `step` (default 1):
   every step-th row and column (a small frame, scaled up by the letterbox);
 - `color`: "gray" (an HxW mono frame: what a mono camera delivers; Ultralytics gets it as
@@ -45,7 +55,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / "models" / "pcb-yolo11n-320.onnx"
 DEFAULT_OUT = REPO / "tests" / "data" / "golden" / "ultralytics-predict.json"
+REFERENCE_MODEL = REPO / "models" / "pcb-ref-yolo11n-320.onnx"
+REFERENCE_OUT = REPO / "tests" / "data" / "golden" / "ultralytics-predict-ref.json"
 IMAGES_DIR = "edge/demo_data/images"
+DEMO_DIR = "edge/demo_data"
 CONFIDENCES = (0.25, 0.05)
 IOU = 0.7
 IMGSZ = 320
@@ -86,8 +99,100 @@ RECIPES: list[dict[str, Any]] = [
 ]
 
 
+# The golden-reference frames: part (a board under test or a second capture of a good one) and
+# its reference, composed. "crop" applies to both before composing.
+REFERENCE_RECIPES: list[dict[str, Any]] = [
+    {
+        "name": "r44000-062-test",
+        "source": "line/group44000_44000062_test.jpg",
+        "reference": "references/group44000_44000062.jpg",
+        "crop": None,
+    },
+    {
+        "name": "r44000-062-good",
+        "source": "line/group44000_44000062_good.jpg",
+        "reference": "references/group44000_44000062.jpg",
+        "crop": None,
+    },
+    {
+        "name": "r50600-002-test",
+        "source": "line/group50600_50600002_test.jpg",
+        "reference": "references/group50600_50600002.jpg",
+        "crop": None,
+    },
+    {
+        "name": "r77000-000-test",
+        "source": "line/group77000_77000000_test.jpg",
+        "reference": "references/group77000_77000000.jpg",
+        "crop": None,
+    },
+    {
+        "name": "r77000-000-good",
+        "source": "line/group77000_77000000_good.jpg",
+        "reference": "references/group77000_77000000.jpg",
+        "crop": None,
+    },
+    {
+        "name": "r44000-068-wide",
+        "source": "line/group44000_44000068_test.jpg",
+        "reference": "references/group44000_44000068.jpg",
+        "crop": [80, 560, 0, 640],
+    },
+    {
+        "name": "r50600-008-tall",
+        "source": "line/group50600_50600008_test.jpg",
+        "reference": "references/group50600_50600008.jpg",
+        "crop": [0, 640, 130, 490],
+    },
+    {
+        "name": "r77000-006-odd",
+        "source": "line/group77000_77000006_test.jpg",
+        "reference": "references/group77000_77000006.jpg",
+        "crop": [37, 604, 11, 522],
+    },
+    {
+        "name": "r44000-075-test",
+        "source": "line/group44000_44000075_test.jpg",
+        "reference": "references/group44000_44000075.jpg",
+        "crop": None,
+    },
+    {
+        "name": "r50600-014-good",
+        "source": "line/group50600_50600014_good.jpg",
+        "reference": "references/group50600_50600014.jpg",
+        "crop": None,
+    },
+    {
+        "name": "r-self",
+        "source": "references/group44000_44000081.jpg",
+        "reference": "references/group44000_44000081.jpg",
+        "crop": None,
+    },
+]
+
+
+def read_pair(recipe: Mapping[str, Any], repo: Path = REPO) -> tuple[np.ndarray, np.ndarray]:
+    """A golden-reference recipe's part and reference, grey, cropped alike."""
+    out = []
+    for key in ("source", "reference"):
+        path = repo / DEMO_DIR / str(recipe[key])
+        grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if grey is None:
+            raise FileNotFoundError(f"{path}: cannot read the golden source image")
+        crop = recipe.get("crop")
+        if crop is not None:
+            y0, y1, x0, x1 = (int(v) for v in crop)
+            grey = grey[y0:y1, x0:x1]
+        out.append(np.ascontiguousarray(grey))
+    return out[0], out[1]
+
+
 def make_frame(recipe: Mapping[str, Any], repo: Path = REPO) -> np.ndarray:
-    """The uint8 frame a recipe describes: HxW (mono) or HxWx3 (BGR)."""
+    """The uint8 frame a recipe describes: HxW (mono) or HxWx3 (BGR); a golden-reference recipe's
+    is its composite (B part, G reference, R |part - reference|)."""
+    if recipe.get("reference") is not None:
+        part, ref = read_pair(recipe, repo)
+        return cv2.merge([part, ref, cv2.absdiff(part, ref)])
     source = recipe.get("source")
     if source is None:
         shape = tuple(int(s) for s in recipe["shape"])
@@ -246,7 +351,7 @@ def predict_all(model: Path, recipes: Sequence[Mapping[str, Any]], repo: Path = 
         "ultralytics": versions["ultralytics"],
         "versions": versions,
         "predict": {"imgsz": IMGSZ, "iou": IOU, "confidences": list(CONFIDENCES), "max_det": 300, "agnostic": False},
-        "images_dir": IMAGES_DIR,
+        "images_dir": DEMO_DIR if any(r.get("reference") for r in recipes) else IMAGES_DIR,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "images": images,
     }
@@ -262,10 +367,13 @@ def dump_json(doc: Mapping[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="ONNX model (default: the shipped one)")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="golden JSON to write")
+    p.add_argument("--reference", action="store_true", help="the golden-reference model, on composites")
+    p.add_argument("--model", type=Path, default=None, help="ONNX model (default: the shipped one)")
+    p.add_argument("--out", type=Path, default=None, help="golden JSON to write")
     args = p.parse_args(argv)
-    doc = predict_all(args.model, RECIPES)
+    model = args.model or (REFERENCE_MODEL if args.reference else DEFAULT_MODEL)
+    args.out = args.out or (REFERENCE_OUT if args.reference else DEFAULT_OUT)
+    doc = predict_all(model, REFERENCE_RECIPES if args.reference else RECIPES)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(dump_json(doc))
     counts = {im["name"]: {k: len(v["classes"]) for k, v in im["results"].items()} for im in doc["images"]}
@@ -275,9 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(n for c in counts.values() for n in c.values())
     if total == 0:
         print("warning: no detections at all: the parity test would be vacuous", file=sys.stderr)
-    white = counts.get("white", {})
-    if any(white.values()):
-        print(f"warning: the all-white frame has detections {white}; expected none", file=sys.stderr)
+    for quiet in ("white", "r-self"):
+        if any(counts.get(quiet, {}).values()):
+            print(f"warning: frame {quiet} has detections {counts[quiet]}; expected none", file=sys.stderr)
     return 0
 
 

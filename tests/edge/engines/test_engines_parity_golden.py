@@ -3,8 +3,11 @@
 `scripts/make_golden.py` (run where ultralytics is installed) stores what Ultralytics predicts on
 the shipped model for a dozen frames (whole, cropped to non-square, tinted BGR, scaled up, all
 white) at conf 0.25 and 0.05; this test rebuilds the same frames with the script's own recipe
-code and runs Preprocessor -> engine.infer() -> decode on every installed CPU runtime. A golden
-file made for another model fails the test: regenerate it rather than compare against stale data.
+code and runs Preprocessor -> engine.infer() -> decode on every installed CPU runtime. The same
+for the golden-reference model (the demo's default, `make_golden.py --reference`): there the test
+composes each part with its reference with the service's own `edge.reference.compose`, checks it
+is the composite Ultralytics saw, and letterboxes it as the inspector does. A golden file made for
+another model fails the test: regenerate it rather than compare against stale data.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from edge.engines.yolo import Decoder
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "scripts" / "make_golden.py"
 GOLDEN = REPO / "tests" / "data" / "golden" / "ultralytics-predict.json"
+GOLDEN_REF = REPO / "tests" / "data" / "golden" / "ultralytics-predict-ref.json"
 THREADS = 2
+KINDS = ("frame", "reference")
 
 
 def load_script() -> ModuleType:
@@ -41,12 +46,24 @@ def make_golden() -> ModuleType:
     return load_script()
 
 
+@pytest.fixture(scope="module", params=KINDS)
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def golden() -> dict[str, Any]:
-    if not GOLDEN.is_file():
-        pytest.fail(f"{GOLDEN} is missing: run scripts/make_golden.py (with a venv that has ultralytics)")
-    doc: dict[str, Any] = json.loads(GOLDEN.read_text())
+def golden(kind: str) -> dict[str, Any]:
+    path = GOLDEN_REF if kind == "reference" else GOLDEN
+    if not path.is_file():
+        flag = " --reference" if kind == "reference" else ""
+        pytest.fail(f"{path} is missing: run scripts/make_golden.py{flag} (with a venv that has ultralytics)")
+    doc: dict[str, Any] = json.loads(path.read_text())
     return doc
+
+
+@pytest.fixture(scope="module")
+def shipped(kind: str, model_path: Path, reference_model_path: Path) -> Path:
+    return reference_model_path if kind == "reference" else model_path
 
 
 def current_golden(golden: dict[str, Any], model_path: Path) -> dict[str, Any]:
@@ -54,8 +71,9 @@ def current_golden(golden: dict[str, Any], model_path: Path) -> dict[str, Any]:
     shipped = model_id_of(model_path)
     if golden.get("model_id") != shipped:
         pytest.fail(
-            f"golden outputs are for model {golden.get('model_id')}, the shipped model is {shipped}: "
-            "run scripts/make_golden.py (e.g. YOLO_OFFLINE=1 .venv-train/bin/python scripts/make_golden.py)",
+            f"golden outputs are for model {golden.get('model_id')}, the shipped model {model_path.name} is "
+            f"{shipped}: run scripts/make_golden.py (e.g. YOLO_OFFLINE=1 .venv-train/bin/python "
+            f"scripts/make_golden.py{' --reference' if 'ref' in model_path.name else ''})",
             pytrace=False,
         )
     return golden
@@ -74,29 +92,46 @@ def engine_config(runtime: str, model: Path) -> EngineConfigBase:
     return OpenVinoEngineConfig(**common, device="CPU", num_threads=THREADS)
 
 
-def test_golden_is_for_the_shipped_model(golden: dict[str, Any], model_path: Path) -> None:
-    doc = current_golden(golden, model_path)
+def test_golden_is_for_the_shipped_model(kind: str, golden: dict[str, Any], shipped: Path) -> None:
+    doc = current_golden(golden, shipped)
     confs = doc["predict"]["confidences"]
     assert len(doc["images"]) >= 10 and len(confs) >= 2
     total = sum(len(im["results"][k]["classes"]) for im in doc["images"] for k in im["results"])
     assert total > 0, "the golden file holds no detections at all: the comparison would be vacuous"
     assert any(im["recipe"].get("crop") for im in doc["images"]), "no non-square frame in the golden set"
-    assert any(im["recipe"].get("color") != "gray" for im in doc["images"]), "no colour frame in the golden set"
+    if kind == "reference":
+        assert any("_good" in im["recipe"]["source"] for im in doc["images"]), "no second capture of a good part"
+        self_pair = next(im for im in doc["images"] if im["recipe"]["source"] == im["recipe"]["reference"])
+        assert not any(self_pair["results"][k]["classes"] for k in self_pair["results"])  # no difference: nothing
+    else:
+        assert any(im["recipe"].get("color") != "gray" for im in doc["images"]), "no colour frame in the golden set"
 
 
-def test_golden_recipes_match_the_script(golden: dict[str, Any], make_golden: ModuleType) -> None:
+def test_golden_recipes_match_the_script(kind: str, golden: dict[str, Any], make_golden: ModuleType) -> None:
     """The stored recipes are the script's: a changed recipe list means the golden file is stale."""
-    assert [im["recipe"] for im in golden["images"]] == make_golden.RECIPES, (
-        "scripts/make_golden.py's RECIPES changed since the golden file was written: run scripts/make_golden.py"
+    recipes = make_golden.REFERENCE_RECIPES if kind == "reference" else make_golden.RECIPES
+    assert [im["recipe"] for im in golden["images"]] == recipes, (
+        "scripts/make_golden.py's recipes changed since the golden file was written: run scripts/make_golden.py"
     )
+
+
+def golden_frame(kind: str, recipe: dict[str, Any], make_golden: ModuleType) -> Any:
+    """The frame our path letterboxes: the recipe's frame, or for the golden-reference model the
+    part composed with its reference by the service's own function."""
+    if kind != "reference":
+        return make_golden.make_frame(recipe, REPO)
+    from edge.reference import compose
+
+    part, reference = make_golden.read_pair(recipe, REPO)
+    return compose(part, reference)
 
 
 @pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
 def test_full_path_matches_ultralytics_golden(
-    runtime: str, golden: dict[str, Any], model_path: Path, make_golden: ModuleType
+    runtime: str, kind: str, golden: dict[str, Any], shipped: Path, make_golden: ModuleType
 ) -> None:
-    doc = current_golden(golden, model_path)
-    cfg = engine_config(runtime, model_path)
+    doc = current_golden(golden, shipped)
+    cfg = engine_config(runtime, shipped)
     engine = cfg.build(Path("."))  # type: ignore[attr-defined]
     info = engine.load()
     iou = float(doc["predict"]["iou"])
@@ -110,7 +145,7 @@ def test_full_path_matches_ultralytics_golden(
         problems: list[str] = []
         compared = 0
         for image in doc["images"]:
-            frame = make_golden.make_frame(image["recipe"], REPO)
+            frame = golden_frame(kind, image["recipe"], make_golden)
             assert make_golden.pixels_sha256(frame) == image["pixels_sha256"], (
                 f"{image['name']}: the rebuilt frame differs from the one Ultralytics saw "
                 f"(shape {frame.shape} vs {image['shape']}; a different JPEG decoder?)"
