@@ -14,6 +14,11 @@ Printed and saved (--out JSON) for each min_pixels:
 - cross-fitted: each group scored with thresholds calibrated (as `calibrate --cross-fit`,
   target --target-recall, floor --floor) on the other groups, pooled; the evidence rule is
   applied before calibrating, as the service applies it before its thresholds.
+And once, over all --min-pixels (`selected`): min_pixels chosen out of sample as well (nested
+cross-fitting): for each held-out group, every min_pixels is cross-fitted on the other groups
+alone (leave one of them out in turn); the one with the lowest false-reject rate there among
+those reaching the target recall (ties: the smaller) is calibrated on those groups and scores
+the held-out one. Neither the thresholds nor min_pixels then saw the boards they are scored on.
 
     .venv/bin/python scripts/reference_drift.py --model models/pcb-ref-yolo11n-320.onnx \\
         --images build/datasets/ref-t25/images/val --align-px 8 --drift line --out drift.json
@@ -28,6 +33,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -42,7 +48,7 @@ from edge.thresholds import load_thresholds, sidecar_path
 from edge.training.calibrate import calibrate, cross_fit
 from edge.training.dataset import image_groups
 from edge.training.evaluate import open_eval_engine
-from edge.training.partmetrics import max_confidence_matrix
+from edge.training.partmetrics import max_confidence_matrix, part_metrics
 from edge.verdict import Detections, VerdictKind
 
 
@@ -56,6 +62,36 @@ def line_capture(part: np.ndarray, rng: np.random.Generator, max_shift: int, gai
     if noise > 0:
         out += rng.normal(0.0, noise, size=out.shape).astype(np.float32)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def select_min_pixels(
+    maxconfs: dict[int, np.ndarray], defective: np.ndarray, groups: list[str], target: float, floor: float
+) -> dict[str, Any]:
+    """Nested cross-fitting: min_pixels and thresholds both chosen without the held-out group."""
+    g = np.asarray(groups, dtype=object)
+    tp = fp = n_def = n_good = 0
+    chosen: dict[str, int] = {}
+    by_group: dict[str, list[float]] = {}
+    for name in sorted(set(groups)):
+        held = g == name
+        inner: list[tuple[float, int]] = []
+        for k, m in sorted(maxconfs.items()):
+            cf = cross_fit(m[~held], defective[~held], list(g[~held]), target, floor)
+            if cf.pooled.part_recall >= target:
+                inner.append((cf.pooled.false_reject_rate, k))
+        k = min(inner)[1] if inner else min(maxconfs)
+        cal = calibrate(maxconfs[k][~held], defective[~held], target, floor)
+        got = part_metrics(maxconfs[k][held], defective[held], cal.thresholds)
+        chosen[name] = k
+        by_group[name] = [k, got.part_recall, got.false_reject_rate]
+        tp, fp = tp + got.tp, fp + got.fp
+        n_def, n_good = n_def + got.defective_parts, n_good + got.good_parts
+    return {
+        "part_recall": tp / max(1, n_def),
+        "false_reject_rate": fp / max(1, n_good),
+        "chosen": chosen,
+        "by_group": by_group,
+    }
 
 
 def main() -> int:
@@ -137,6 +173,7 @@ def main() -> int:
             rejected[k][i] = decide(dets, rule, evidence).verdict is VerdictKind.REJECT
     elapsed = time.monotonic() - t0
     result: dict[str, object] = {}
+    maxconfs: dict[int, np.ndarray] = {}
     print(
         f"{len(paths)} parts ({int(defective.sum())} defective), drift {args.drift}, "
         f"align {args.align_px}, {runtime}, {elapsed:.0f} s"
@@ -147,6 +184,7 @@ def main() -> int:
         ship = {"part_recall": tp / max(1, defective.sum()), "false_reject_rate": fp / max(1, (~defective).sum())}
         kept = [(c[e >= k], s[e >= k]) for c, s, e in per_image]
         maxconf = max_confidence_matrix(kept, nc)
+        maxconfs[k] = maxconf
         cf = cross_fit(maxconf, defective, groups, args.target_recall, args.floor)
         ins = calibrate(maxconf, defective, args.target_recall, args.floor)
         doc = {
@@ -164,6 +202,14 @@ def main() -> int:
             f"min_pixels {k:3d}: shipped {ship['part_recall']:.3f}/{ship['false_reject_rate']:.3f}  "
             f"in-sample {ins.measured.part_recall:.3f}/{ins.measured.false_reject_rate:.3f}  "
             f"cross-fitted {cf.pooled.part_recall:.3f}/{cf.pooled.false_reject_rate:.3f} ({by_group})",
+            flush=True,
+        )
+    if len(args.min_pixels) > 1:
+        sel = select_min_pixels(maxconfs, defective, groups, args.target_recall, args.floor)
+        result["selected"] = sel
+        print(
+            f"min_pixels chosen out of sample (nested): cross-fitted {sel['part_recall']:.3f}/"
+            f"{sel['false_reject_rate']:.3f} (chosen per held-out group: {sel['chosen']})",
             flush=True,
         )
     engine.close()
