@@ -187,7 +187,8 @@ class EvidenceRecorder:
         # np.empty: the pages are only touched when a slot is first used
         self._pool = [np.empty(self.slot_bytes, np.uint8) for _ in range(self.config.pool_slots)]
         self._free = deque(range(self.config.pool_slots))
-        self._scan()
+        # the evidence of earlier runs is indexed by the encoder thread before its first job: reading
+        # one small record per kept verdict (10,000 at the default retention) does not delay the start
         self._thread = threading.Thread(target=self._run, name="evidence-encoder", daemon=True)
         self._thread.start()
 
@@ -350,6 +351,11 @@ class EvidenceRecorder:
             os.setpriority(os.PRIO_PROCESS, tid, self.config.encoder_nice)
         except (OSError, AttributeError):
             pass
+        try:
+            self._scan()
+        except Exception:  # an unreadable folder must not stop the evidence of this run
+            self.counts["errors"] += 1
+            log.exception("evidence: cannot index the evidence of earlier runs in %s", self.dir)
         idle = False
         use_idle = self.config.encoder_idle and _can_leave_idle(self.config.encoder_nice)
         while True:
