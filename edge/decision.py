@@ -42,13 +42,21 @@ class ClassRule(BaseModel):
     ignore: bool = Field(False, description="Never reject for this class.")
 
 
+DEFAULT_MIN_PIXELS = 4
+
+
 class DifferenceEvidenceConfig(BaseModel):
     """`decision.difference_evidence`: golden-reference models only (see `edge.reference.DifferenceEvidence`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = Field(True, description="A detection counts only where its box differs from the reference.")
-    min_pixels: int = Field(4, ge=1, description="Different pixels a detection's box must hold to count.")
+    min_pixels: int | None = Field(
+        None,
+        ge=1,
+        description="Different pixels a detection's box must hold to count (unset: the value the model's "
+        f"thresholds sidecar was chosen with, else {DEFAULT_MIN_PIXELS}).",
+    )
     tolerance_px: int = Field(
         1,
         ge=0,
@@ -117,6 +125,16 @@ class CompiledRules:
         return float(active.min()) if active.size else 1.0
 
 
+def evidence_min_pixels(config: DifferenceEvidenceConfig, calibrated: int | None) -> int:
+    """The difference-evidence rule's minimum (0: off): the config's own `min_pixels` where it
+    sets one, else the one the thresholds sidecar was calibrated with, else the default."""
+    if not config.enabled:
+        return 0
+    if config.min_pixels is not None:
+        return config.min_pixels
+    return calibrated if calibrated is not None else DEFAULT_MIN_PIXELS
+
+
 def compile_rules(
     config: DecisionConfig, names: Sequence[str], model_path: Path | None = None, base_dir: Path | None = None
 ) -> CompiledRules:
@@ -127,19 +145,22 @@ def compile_rules(
         raise ConfigError(f"decision.classes: {unknown} are not classes of the model ({list(names)})")
 
     sidecar: dict[str, float] = {}
+    sidecar_min_pixels: int | None = None
     source = "config"
     tf = config.thresholds_file
     if tf == "auto":
         found = auto_sidecar(model_path)  # a sidecar left over from another model is not used
         if found is not None:
             sidecar, source = dict(found[0].thresholds), str(found[1])
+            sidecar_min_pixels = found[0].evidence_min_pixels
     elif tf:
         p = Path(tf)
         if not p.is_absolute() and base_dir is not None:
             p = base_dir / p
         if not p.is_file():
             raise ConfigError(f"decision.thresholds_file: {p} does not exist")
-        sidecar = dict(load_thresholds(p, model_path).thresholds)
+        loaded = load_thresholds(p, model_path)
+        sidecar, sidecar_min_pixels = dict(loaded.thresholds), loaded.evidence_min_pixels
         source = str(p)
     bad = sorted(set(sidecar) - set(names))
     if bad:
@@ -172,7 +193,7 @@ def compile_rules(
         rois=np.asarray(config.regions_of_interest, np.float32).reshape(-1, 4),
         ignore_zones=np.asarray(config.ignore_zones, np.float32).reshape(-1, 4),
         threshold_source=source,
-        min_evidence_px=config.difference_evidence.min_pixels if config.difference_evidence.enabled else 0,
+        min_evidence_px=evidence_min_pixels(config.difference_evidence, sidecar_min_pixels),
         evidence_settings=(
             config.difference_evidence.tolerance_px,
             config.difference_evidence.level,
@@ -265,4 +286,5 @@ def describe(rules: CompiledRules) -> Mapping[str, object]:
         "min_confidence": {n: round(float(v), 4) for n, v in zip(rules.names, rules.min_conf, strict=True)},
         "max_count": {n: int(v) for n, v in zip(rules.names, rules.max_count, strict=True)},
         "ignored": [n for n, ig in zip(rules.names, rules.ignored, strict=True) if ig],
+        "difference_evidence_min_pixels": rules.min_evidence_px,  # 0: the rule is off
     }

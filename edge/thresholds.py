@@ -52,6 +52,10 @@ class Thresholds:
     created: str = ""
     reachable: bool = True
     floor: float | None = None
+    # golden-reference models: decision.difference_evidence.min_pixels chosen for this model (by
+    # nested cross-fitting, scripts/reference_drift.py --write-sidecar); used where the config
+    # does not set min_pixels itself
+    evidence_min_pixels: int | None = None
 
     def vector(self, names: Sequence[str]) -> np.ndarray:
         """Thresholds in the model's class order; every class must be present, no others."""
@@ -98,6 +102,12 @@ def load_thresholds(path: Path, model_path: Path | None = None, *, check_model_i
         if actual != model_id:
             raise ConfigError(f"{path}: calibrated for model {model_id}, but {model_path} is {actual}; recalibrate")
     floor = doc.get("floor")
+    evidence = doc.get("difference_evidence") or {}
+    if not isinstance(evidence, dict):
+        raise ConfigError(f"{path}: 'difference_evidence' must be a mapping")
+    min_pixels = evidence.get("min_pixels")
+    if min_pixels is not None and (isinstance(min_pixels, bool) or not isinstance(min_pixels, int) or min_pixels < 1):
+        raise ConfigError(f"{path}: difference_evidence.min_pixels must be a whole number >= 1, got {min_pixels!r}")
     return Thresholds(
         model_id=model_id,
         target_part_recall=target,
@@ -107,6 +117,7 @@ def load_thresholds(path: Path, model_path: Path | None = None, *, check_model_i
         created=str(doc.get("created", "")),
         reachable=bool(doc.get("reachable", True)),
         floor=float(floor) if isinstance(floor, (int, float)) else None,
+        evidence_min_pixels=min_pixels,
     )
 
 

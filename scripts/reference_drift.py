@@ -37,6 +37,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -62,6 +63,42 @@ def line_capture(part: np.ndarray, rng: np.random.Generator, max_shift: int, gai
     if noise > 0:
         out += rng.normal(0.0, noise, size=out.shape).astype(np.float32)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def choose_min_pixels(
+    maxconfs: dict[int, np.ndarray], defective: np.ndarray, groups: list[str], target: float, floor: float
+) -> int:
+    """The min_pixels with the lowest cross-fitted false-reject rate among those reaching the
+    target recall (ties: the smaller); the smallest where none does."""
+    scored = []
+    for k, m in sorted(maxconfs.items()):
+        cf = cross_fit(m, defective, groups, target, floor)
+        if cf.pooled.part_recall >= target:
+            scored.append((cf.pooled.false_reject_rate, k))
+    return min(scored)[1] if scored else min(maxconfs)
+
+
+def write_sidecar(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """Record the chosen min_pixels in the model's thresholds sidecar (the rest kept as it is)."""
+    path = sidecar_path(args.model)
+    doc = yaml.safe_load(path.read_text())
+    sel = result["selected"]
+    k = int(sel["on_all_groups"])
+    doc["difference_evidence"] = {
+        "min_pixels": k,
+        "chosen_by": (
+            f"scripts/reference_drift.py --drift {args.drift} --align-px {args.align_px} on {args.images}: "
+            f"the lowest cross-fitted false-reject rate at part recall >= {args.target_recall} among "
+            f"min_pixels {sorted(int(m) for m in args.min_pixels)}"
+        ),
+        "cross_fitted": {
+            "part_recall": result[str(k)]["cross_fitted"]["part_recall"],
+            "false_reject_rate": result[str(k)]["cross_fitted"]["false_reject_rate"],
+        },
+        "nested_cross_fitted": {"part_recall": sel["part_recall"], "false_reject_rate": sel["false_reject_rate"]},
+    }
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    print(f"wrote difference_evidence.min_pixels {k} into {path}")
 
 
 def select_min_pixels(
@@ -118,6 +155,13 @@ def main() -> int:
         help="auto: OpenVINO for an .xml IR (an INT8 model from `quantize`, with its own sidecar), else ONNX Runtime",
     )
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument(
+        "--write-sidecar",
+        action="store_true",
+        help="write the min_pixels the procedure chooses on all groups into the model's thresholds sidecar "
+        "(difference_evidence.min_pixels, with how it was chosen and the nested cross-fitted figure); "
+        "the service uses it where the config sets no min_pixels",
+    )
     args = ap.parse_args()
 
     engine, info, runtime = open_eval_engine(args.model, threads=args.threads, runtime=args.runtime)
@@ -206,6 +250,7 @@ def main() -> int:
         )
     if len(args.min_pixels) > 1:
         sel = select_min_pixels(maxconfs, defective, groups, args.target_recall, args.floor)
+        sel["on_all_groups"] = choose_min_pixels(maxconfs, defective, groups, args.target_recall, args.floor)
         result["selected"] = sel
         print(
             f"min_pixels chosen out of sample (nested): cross-fitted {sel['part_recall']:.3f}/"
@@ -213,6 +258,10 @@ def main() -> int:
             flush=True,
         )
     engine.close()
+    if args.write_sidecar:
+        if "selected" not in result:
+            raise SystemExit("--write-sidecar needs more than one --min-pixels to choose from")
+        write_sidecar(args, result)
     if args.out is not None:
         out = {
             "model": str(args.model),

@@ -3,11 +3,15 @@ difference against its reference inside its box does not count."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from edge.decision import DecisionConfig, DifferenceEvidenceConfig, compile_rules, decide, describe
+from edge.errors import ConfigError
 from edge.verdict import Detections, VerdictKind
 
 NAMES = ("open", "short")
@@ -79,3 +83,30 @@ def test_config_is_checked() -> None:
         DecisionConfig.model_validate({"difference_evidence": {"tolerance": 1}})
     cfg = DecisionConfig.model_validate({"difference_evidence": {"enabled": False}})
     assert cfg.difference_evidence.enabled is False
+
+
+def test_min_pixels_from_the_sidecar_unless_the_config_sets_it(tmp_path: Path) -> None:
+    from edge.engines.model import model_id_of
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    side = tmp_path / "m.thresholds.yaml"
+    doc = {"model_id": model_id_of(model), "target_part_recall": 0.995, "thresholds": {"open": 0.5, "short": 0.5}}
+    side.write_text(yaml.safe_dump({**doc, "difference_evidence": {"min_pixels": 64}}))
+    assert compile_rules(DecisionConfig(), NAMES, model).min_evidence_px == 64  # chosen with the thresholds
+    explicit = DecisionConfig(difference_evidence=DifferenceEvidenceConfig(min_pixels=8))
+    assert compile_rules(explicit, NAMES, model).min_evidence_px == 8  # the config's own value wins
+    off = DecisionConfig(difference_evidence=DifferenceEvidenceConfig(enabled=False))
+    assert compile_rules(off, NAMES, model).min_evidence_px == 0
+    # a section that went through the API (dumped and validated again) still defers to the sidecar
+    again = DecisionConfig.model_validate(DecisionConfig().model_dump(mode="json"))
+    assert compile_rules(again, NAMES, model).min_evidence_px == 64
+    assert compile_rules(DecisionConfig(thresholds_file=None), NAMES, model).min_evidence_px == 4  # no sidecar
+    named = DecisionConfig(thresholds_file=str(side))
+    assert compile_rules(named, NAMES, model).min_evidence_px == 64
+    side.write_text(yaml.safe_dump(doc))  # a sidecar without the key: the default
+    assert compile_rules(DecisionConfig(), NAMES, model).min_evidence_px == 4
+    for bad in (0, "64", 2.5, True):
+        side.write_text(yaml.safe_dump({**doc, "difference_evidence": {"min_pixels": bad}}))
+        with pytest.raises(ConfigError, match="difference_evidence.min_pixels"):
+            compile_rules(named, NAMES, model)
