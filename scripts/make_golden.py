@@ -171,20 +171,24 @@ REFERENCE_RECIPES: list[dict[str, Any]] = [
 ]
 
 
+def read_grey(path: Path, crop: Sequence[int] | None) -> np.ndarray:
+    """A golden source image, grey, cropped ([y0, y1, x0, x1]) where the recipe says so."""
+    grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if grey is None:
+        raise FileNotFoundError(f"{path}: cannot read the golden source image")
+    if crop is not None:
+        y0, y1, x0, x1 = (int(v) for v in crop)
+        grey = grey[y0:y1, x0:x1]
+    return grey
+
+
 def read_pair(recipe: Mapping[str, Any], repo: Path = REPO) -> tuple[np.ndarray, np.ndarray]:
     """A golden-reference recipe's part and reference, grey, cropped alike."""
-    out = []
-    for key in ("source", "reference"):
-        path = repo / DEMO_DIR / str(recipe[key])
-        grey = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        if grey is None:
-            raise FileNotFoundError(f"{path}: cannot read the golden source image")
-        crop = recipe.get("crop")
-        if crop is not None:
-            y0, y1, x0, x1 = (int(v) for v in crop)
-            grey = grey[y0:y1, x0:x1]
-        out.append(np.ascontiguousarray(grey))
-    return out[0], out[1]
+    part, ref = (
+        np.ascontiguousarray(read_grey(repo / DEMO_DIR / str(recipe[key]), recipe.get("crop")))
+        for key in ("source", "reference")
+    )
+    return part, ref
 
 
 def make_frame(recipe: Mapping[str, Any], repo: Path = REPO) -> np.ndarray:
@@ -198,14 +202,7 @@ def make_frame(recipe: Mapping[str, Any], repo: Path = REPO) -> np.ndarray:
         shape = tuple(int(s) for s in recipe["shape"])
         frame = np.full(shape, int(recipe["fill"]), np.uint8)
         return frame if recipe.get("color") != "gray" or frame.ndim == 2 else np.ascontiguousarray(frame[:, :, 0])
-    path = repo / IMAGES_DIR / str(source)
-    gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if gray is None:
-        raise FileNotFoundError(f"{path}: cannot read the golden source image")
-    crop = recipe.get("crop")
-    if crop is not None:
-        y0, y1, x0, x1 = (int(v) for v in crop)
-        gray = gray[y0:y1, x0:x1]
+    gray = read_grey(repo / IMAGES_DIR / str(source), recipe.get("crop"))
     step = int(recipe.get("step", 1))
     if step != 1:
         gray = gray[::step, ::step]

@@ -53,8 +53,8 @@ from edge.reference import DifferenceEvidence, ReferenceAligner, compose
 from edge.thresholds import load_thresholds, sidecar_path
 from edge.training.calibrate import calibrate, cross_fit
 from edge.training.dataset import image_groups
-from edge.training.evaluate import open_eval_engine
-from edge.training.partmetrics import max_confidence_matrix, part_metrics
+from edge.training.evaluate import open_eval_engine, read_labels
+from edge.training.partmetrics import box_iou, max_confidence_matrix, part_metrics
 from edge.verdict import Detections, VerdictKind
 
 
@@ -68,28 +68,6 @@ def line_capture(part: np.ndarray, rng: np.random.Generator, max_shift: int, gai
     if noise > 0:
         out += rng.normal(0.0, noise, size=out.shape).astype(np.float32)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-
-
-def read_labels(path: Path, hw: tuple[int, ...]) -> list[tuple[np.ndarray, int]]:
-    """YOLO labels (class cx cy w h, normalised) as (x1, y1, x2, y2) pixel boxes."""
-    h, w = int(hw[0]), int(hw[1])
-    out = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            c, cx, cy, bw, bh = (float(v) for v in line.split()[:5])
-            out.append((np.array([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h]), int(c)))
-    return out
-
-
-def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one box with each of `boxes` (N x 4)."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-    x1, y1 = np.maximum(box[0], boxes[:, 0]), np.maximum(box[1], boxes[:, 1])
-    x2, y2 = np.minimum(box[2], boxes[:, 2]), np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
-    out: np.ndarray = inter / np.maximum(union, 1e-9)
-    return out
 
 
 def choose_min_pixels(
@@ -139,12 +117,8 @@ def select_min_pixels(
     by_group: dict[str, list[float]] = {}
     for name in sorted(set(groups)):
         held = g == name
-        inner: list[tuple[float, int]] = []
-        for k, m in sorted(maxconfs.items()):
-            cf = cross_fit(m[~held], defective[~held], list(g[~held]), target, floor)
-            if cf.pooled.part_recall >= target:
-                inner.append((cf.pooled.false_reject_rate, k))
-        k = min(inner)[1] if inner else min(maxconfs)
+        others = {k: m[~held] for k, m in maxconfs.items()}
+        k = choose_min_pixels(others, defective[~held], list(g[~held]), target, floor)
         cal = calibrate(maxconfs[k][~held], defective[~held], target, floor)
         got = part_metrics(maxconfs[k][held], defective[held], cal.thresholds)
         chosen[name] = k
@@ -248,12 +222,11 @@ def main() -> int:
         per_image.append((dets.classes.astype(np.int64), dets.scores.astype(np.float32), ev))
         label_file = labels_dir / f"{path.stem}.txt"
         if label_file.is_file():
-            for box, cls in read_labels(label_file, part.shape):
-                hit = (
-                    (dets.classes == cls) & (dets.scores >= ship_thr[dets.classes]) & (box_iou(box, dets.boxes) >= 0.3)
-                )
-                for k in args.min_pixels:
-                    found[k].append(bool(np.any(hit & (ev >= max(k, 0)))))
+            boxes, classes = read_labels(label_file, part.shape[1], part.shape[0], nc)
+            near = box_iou(boxes, dets.boxes) >= 0.3  # (labelled, detected)
+            hit = (classes[:, None] == dets.classes[None, :]) & (dets.scores >= ship_thr[dets.classes]) & near
+            for k in args.min_pixels:
+                found[k].extend(np.any(hit & (ev >= max(k, 0)), axis=1).tolist())
 
         def evidence(boxes: np.ndarray, p: np.ndarray = part, r: np.ndarray = ref) -> np.ndarray:
             return scorer.count(p, r, boxes)
