@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.audit.store import AuditStore, row_from_payload
 from edge.errors import SinkError
-from edge.sinks.base import DropWarner, SinkCounters, hand_off
+from edge.sinks.base import DropWarner, SinkCounters, hand_off, writer_health
 from edge.sinks.durable import JournalConfig
 from edge.sinks.journal import Journal
 from edge.verdict import Verdict
@@ -110,23 +110,19 @@ class AuditSink:
 
     def health(self) -> dict[str, Any]:
         c = self.counters
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "submitted": c.submitted,
-            "written": c.written,
-            "dropped": c.dropped,
-            "errors": c.errors,
-            "backlog": self.backlog(),
-            "live": self._live and self._thread is not None and self._thread.is_alive(),
-            "last_error": c.last_error,
-            "journaled": self.journaled,
-            "replayed": self.replayed,
-            "expired": self.expired,
-            "last_ack_wall_ns": c.last_write_wall_ns,
-            "path": str(self.store.path),
-            "rows_written": self.store.rows_written,
-        }
+        live = self._live and self._thread is not None and self._thread.is_alive()
+        out = writer_health(self.name, self.kind, c, self.backlog(), live)
+        out.update(
+            {
+                "journaled": self.journaled,
+                "replayed": self.replayed,
+                "expired": self.expired,
+                "last_ack_wall_ns": c.last_write_wall_ns,
+                "path": str(self.store.path),
+                "rows_written": self.store.rows_written,
+            }
+        )
+        return out
 
     # -- writer thread ----------------------------------------------------------------------------
     def _run(self) -> None:

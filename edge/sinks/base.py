@@ -125,6 +125,22 @@ class SinkCounters:
             self.last_error = message
 
 
+def writer_health(name: str, kind: str, counters: SinkCounters, backlog: int, live: bool) -> dict[str, Any]:
+    """The health fields every sink with a writer thread reports (best-effort, durable, audit)."""
+    c = counters
+    return {
+        "name": name,
+        "kind": kind,
+        "submitted": c.submitted,
+        "written": c.written,
+        "dropped": c.dropped,
+        "errors": c.errors,
+        "backlog": backlog,
+        "live": live,
+        "last_error": c.last_error,
+    }
+
+
 class BestEffortSink:
     """Bounded queue + one writer thread; drop and count when full. Subclasses implement `write`.
 
@@ -191,18 +207,8 @@ class BestEffortSink:
         return self._queue.qsize()
 
     def health(self) -> dict[str, Any]:
-        c = self.counters
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "submitted": c.submitted,
-            "written": c.written,
-            "dropped": c.dropped,
-            "errors": c.errors,
-            "backlog": self.backlog(),
-            "live": self._live and self._thread is not None and self._thread.is_alive(),
-            "last_error": c.last_error,
-        }
+        live = self._live and self._thread is not None and self._thread.is_alive()
+        return writer_health(self.name, self.kind, self.counters, self.backlog(), live)
 
     # -- writer thread ----------------------------------------------------------
     def _run(self) -> None:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.errors import PermanentSinkError, SinkError, TransientSinkError
-from edge.sinks.base import DropWarner, SinkConfigBase, SinkCounters, hand_off
+from edge.sinks.base import DropWarner, SinkConfigBase, SinkCounters, hand_off, writer_health
 from edge.sinks.journal import Journal, JournalEntry
 from edge.verdict import Verdict
 
@@ -146,23 +146,16 @@ class DurableSink:
     def health(self) -> dict[str, Any]:
         c = self.counters
         oldest = self._oldest_wall_ns
-        out: dict[str, Any] = {
-            "name": self.name,
-            "kind": self.kind,
-            "submitted": c.submitted,
-            "written": c.written,
-            "dropped": c.dropped,
-            "errors": c.errors,
-            "backlog": self.backlog(),
-            "live": self._live and self._thread is not None and self._thread.is_alive(),
-            "last_error": c.last_error,
+        live = self._live and self._thread is not None and self._thread.is_alive()
+        out = writer_health(self.name, self.kind, c, self.backlog(), live)
+        out.update({
             "journaled": self.journaled,
             "replayed": self.replayed,
             "expired": self.expired,
             "late": self.late,
             "oldest_waiting_s": round((time.time_ns() - oldest) / 1e9, 3) if oldest and self._on_disk else 0.0,
             "last_ack_wall_ns": c.last_write_wall_ns,
-        }
+        })
         out.update(self.extra_health())
         return out
 
