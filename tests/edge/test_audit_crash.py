@@ -4,32 +4,13 @@ verdict the JSON-lines file saw is in the audit database once the audit's journa
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import yaml
 
 from edge.audit.sink import AuditSink
 from edge.audit.store import AuditStore
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def jsonl_ids(path: Path) -> list[str]:
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line)["result_id"])
-        except (json.JSONDecodeError, KeyError):  # a torn last line
-            continue
-    return out
+from tests.service_process import jsonl_ids, sigkill, start_service, wait_for_verdicts
 
 
 def test_audit_holds_every_verdict_after_sigkill(
@@ -56,24 +37,13 @@ def test_audit_holds_every_verdict_after_sigkill(
     }
     config = tmp_path / "station.yaml"
     config.write_text(yaml.safe_dump(cfg))
-    exe = Path(sys.executable).parent / "edge-inspect"
-    log = (tmp_path / "run.log").open("w")
-    proc = subprocess.Popen(
-        [str(exe), "run", "-c", str(config), "--no-status"], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path
-    )
+    proc = start_service(config, tmp_path, "run.log")
     try:
-        deadline = time.monotonic() + 240
-        while len(jsonl_ids(tmp_path / "verdicts.jsonl")) < 60:
-            assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "the service wrote no 60 verdicts in time"
-            time.sleep(0.1)
-        os.kill(proc.pid, signal.SIGKILL)  # mid-stream: frames in flight, sinks busy
-        proc.wait(30)
+        wait_for_verdicts(proc, tmp_path / "verdicts.jsonl", 60, tmp_path / "run.log")
+        sigkill(proc)  # mid-stream: frames in flight, sinks busy
     finally:
         if proc.poll() is None:
             proc.kill()
-        log.close()
-    assert proc.returncode == -signal.SIGKILL
 
     seen = jsonl_ids(tmp_path / "verdicts.jsonl")
     store = AuditStore(tmp_path / "state" / "audit.sqlite")

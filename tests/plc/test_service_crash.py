@@ -4,31 +4,13 @@ station's last will, and what the restart replays is flagged late, never present
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import yaml
 
 from tests.plc.peers import Mosquitto, Subscriber, wait_until
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def jsonl_ids(path: Path) -> list[str]:
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line)["result_id"])
-        except (json.JSONDecodeError, KeyError):  # a torn last line
-            continue
-    return out
+from tests.service_process import jsonl_ids, sigkill, start_service, wait_for_verdicts
 
 
 def test_sigkill_mid_stream_then_restart_delivers_every_verdict(
@@ -58,24 +40,16 @@ def test_sigkill_mid_stream_then_restart_delivers_every_verdict(
     }
     config = tmp_path / "station.yaml"
     config.write_text(yaml.safe_dump(cfg))
-    exe = Path(sys.executable).parent / "edge-inspect"
+    jsonl = tmp_path / "verdicts.jsonl"
 
     def run(args: list[str], log_name: str) -> subprocess.Popen[bytes]:
-        log = (tmp_path / log_name).open("w")
-        return subprocess.Popen([str(exe), "run", "-c", str(config), "--no-status", *args],
-                                stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+        return start_service(config, tmp_path, log_name, *args)
 
     def wait_jsonl(proc: subprocess.Popen[bytes], n: int, log_name: str) -> None:
-        deadline = time.monotonic() + 240
-        while len(jsonl_ids(tmp_path / "verdicts.jsonl")) < n:
-            assert proc.poll() is None, (tmp_path / log_name).read_text()[-3000:]
-            assert time.monotonic() < deadline, f"the service wrote no {n} verdicts in time"
-            time.sleep(0.05)
+        wait_for_verdicts(proc, jsonl, n, tmp_path / log_name)
 
     def kill(proc: subprocess.Popen[bytes]) -> None:
-        os.kill(proc.pid, signal.SIGKILL)  # mid-stream: frames in flight, the outbox busy
-        proc.wait(30)
-        assert proc.returncode == -signal.SIGKILL
+        sigkill(proc)  # mid-stream: frames in flight, the outbox busy
 
     # run 1: the broker goes down mid-stream, the verdicts pile up in the outbox, then SIGKILL
     proc = run([], "run1.log")
