@@ -8,9 +8,16 @@ with the three PLC sinks on against none.
   asyncua client (publishing interval `--publishing-ms`, <= 10 ms) subscribed to the
   ResultReadyEvents (CreationTime = the decision) and to data changes of `Station.DecidedTime`.
   Latency = receipt (wall clock) - the verdict's `decided_wall_ns`, p50/p99 per path.
+  The floor, measured at the same time: a bare paho client in its own process (no network thread,
+  no journal, no service) publishes QoS 1 at the line rate to the same broker and `mosquitto_sub`;
+  its send -> receipt p50/p99 is what this host and broker give any publisher at that moment, and
+  `mqtt_over_floor_ms` is the service's figure less the floor's.
 - Throughput, interleaved round by round (the order alternates): the pipeline saturated
   (`max_in_flight` 2, rate 0) with no sinks, then with all three PLC sinks (mqtt, opcua-server,
   opcua-client writing into a PLC stand-in server in the worker process); ratio = fps(all) / fps(none).
+  The test rig's own processes (broker, the OPC UA subscriber and PLC stand-in, mosquitto_sub) run
+  on the same CPUs: their CPU per frame is reported (`peers_cpu_ms_per_frame_*`); on a station
+  they are other machines. benchmarks/headroom.py measures what CPU per frame costs in throughput.
 
 Targets (issue #15, this 2-core host): MQTT p99 <= 5 ms, OPC UA p99 <= 15 ms, throughput >= 0.97x.
 Writes benchmarks/results/bridge.json and bridge.png.
@@ -130,6 +137,34 @@ async def _worker(args: argparse.Namespace) -> None:
                 pass
 
 
+FLOOR_TOPIC = "edge-inspect/bench/floor"
+
+
+def _floor(args: argparse.Namespace) -> None:
+    """The MQTT floor: a bare paho client with no network thread (it writes each PUBLISH itself),
+    no journal and no service, publishing QoS 1 at the line rate on the same broker, to the same
+    `mosquitto_sub`, while the service runs: what this host gives any publisher at that moment."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2, client_id="bench-floor",
+                         protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", args.port)
+    end = time.monotonic() + 10
+    while not client.is_connected() and time.monotonic() < end:
+        client.loop(0.05)
+    print("ready", flush=True)
+    period = 60.0 / args.rate_ppm
+    pad = "x" * 1200  # about a verdict record's size
+    t = time.monotonic() + period / 2
+    i = 0
+    while True:
+        while (left := t - time.monotonic()) > 0:
+            client.loop(min(left, 0.05))
+        i += 1
+        client.publish(FLOOR_TOPIC, json.dumps({"floor_id": i, "sent_wall_ns": time.time_ns(), "pad": pad}), qos=1)
+        t += period
+
+
 def _ns(t: dt.datetime) -> int:
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.timezone.utc)
@@ -172,12 +207,32 @@ def plc_sinks(work: Path, mqtt_port: int, opcua_port: int, plc_port: int | None)
     return sinks
 
 
-def run_service(cfg: Any, frames: int, ready: Any = None) -> dict[str, Any]:
-    """Run the service for `frames` frames (with `ready`: wait for it, the frames before count for nothing)."""
+def process_cpu_s(pid: int) -> float:
+    """CPU time (user + system, every thread) of a process so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_service(cfg: Any, frames: int, ready: Any = None, peers: dict[str, int] | None = None) -> dict[str, Any]:
+    """Run the service for `frames` frames (with `ready`: wait for it, the frames before count for nothing).
+    `peers`: name -> pid of the test rig's other processes (broker, subscribers, PLC stand-in) on this
+    host, whose CPU per frame over the run is reported: on a station they run elsewhere."""
     service = build_service(cfg, max_frames=frames)
     decided: list[tuple[str, int, int]] = []  # result id, decided wall ns, decided mono ns
     service.pipeline.subscribe(lambda v, _f: decided.append((v.result_id, v.decided_wall_ns, v.decided_ns)),
                                "bench")
+    peers = peers or {}
+    marks: dict[int, tuple[float, dict[str, float]]] = {}
+    warm = min(20, frames // 4)  # CPU over the steady part: the servers' start is paid once, not per part
+
+    def mark(_v: Any, _f: Any) -> None:
+        if len(decided) in (warm, frames):
+            marks[len(decided)] = (time.process_time(), {k: process_cpu_s(pid) for k, pid in peers.items()})
+
+    service.pipeline.subscribe(mark, "bench-cpu")
     service.start(serve_metrics=False)
     if ready is not None:
         end = time.monotonic() + 120
@@ -186,7 +241,29 @@ def run_service(cfg: Any, frames: int, ready: Any = None) -> dict[str, Any]:
     service.pipeline.wait(1200)
     summary = service.stop()
     span = (decided[-1][2] - decided[0][2]) / 1e9 if len(decided) > 1 else float("nan")
-    return {"decided": decided, "fps": (len(decided) - 1) / span, "summary": summary}
+    out = {"decided": decided, "fps": (len(decided) - 1) / span, "summary": summary}
+    if warm in marks and frames in marks:
+        (own0, cpu0), (own1, cpu1) = marks[warm], marks[frames]
+        n = frames - warm
+        out["cpu_ms_per_frame"] = round((own1 - own0) * 1e3 / n, 3)
+        out["peers_cpu_ms_per_frame"] = {k: round((cpu1[k] - cpu0[k]) * 1e3 / n, 3) for k in peers}
+    return out
+
+
+def collect_floor(mqtt_txt: Path, since_ns: int, until_ns: int) -> list[float]:
+    """Receipt - send (ms) of the floor publisher's messages sent in [since_ns, until_ns]."""
+    out: list[float] = []
+    for line in mqtt_txt.read_text().splitlines():
+        recv_s, _, payload = line.partition(" ")
+        if '"floor_id"' not in payload:
+            continue
+        try:
+            sent = int(json.loads(payload)["sent_wall_ns"])
+        except (json.JSONDecodeError, KeyError, ValueError):
+            continue
+        if since_ns <= sent <= until_ns:
+            out.append((int(round(float(recv_s) * 1e9)) - sent) / 1e6)
+    return out
 
 
 def collect(mqtt_txt: Path, opcua_log: Path, decided: dict[str, int]) -> tuple[list[float], ...]:
@@ -195,6 +272,8 @@ def collect(mqtt_txt: Path, opcua_log: Path, decided: dict[str, int]) -> tuple[l
     mqtt_ms: list[float] = []
     for line in mqtt_txt.read_text().splitlines():
         recv_s, _, payload = line.partition(" ")
+        if '"floor_id"' in payload:
+            continue
         try:
             doc = json.loads(payload)
         except json.JSONDecodeError:
@@ -245,6 +324,13 @@ def bridge_alone(work: Path, mqtt_port: int, opcua_port: int, n: int, rate_ppm: 
     return decided
 
 
+def start_floor(port: int, rate_ppm: float) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([sys.executable, __file__, "--floor", "--port", str(port), "--rate-ppm", str(rate_ppm)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
 def pct(values: list[float]) -> dict[str, float | int]:
     if not values:
         return {"n": 0}
@@ -268,7 +354,11 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     ap.add_argument("--allow-spinning", choices=("yes", "no"), default=None,
                     help="the onnxruntime engine's allow_spinning (default: the engine's default)")
+    ap.add_argument("--switch-interval-ms", type=float, default=None,
+                    help="the service process's GIL switch interval (sys.setswitchinterval); default Python's 5 ms")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--plc-port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--cert", help=argparse.SUPPRESS)
@@ -278,10 +368,15 @@ def main() -> int:
     if args.worker:
         asyncio.run(_worker(args))
         return 0
+    if args.floor:
+        _floor(args)
+        return 0
 
     import logging
 
     logging.basicConfig(level=logging.WARNING)
+    if args.switch_interval_ms is not None:
+        sys.setswitchinterval(args.switch_interval_ms / 1e3)
     spin = None if args.allow_spinning is None else args.allow_spinning == "yes"
     work = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
     broker = Mosquitto(work / "broker", persistence=False)
@@ -310,24 +405,33 @@ def main() -> int:
     mqtt_log = (work / "mqtt.txt").open("w")
     line_buffered = [shutil.which("stdbuf") or "stdbuf", "-oL"] if shutil.which("stdbuf") else []
     msub = subprocess.Popen([*line_buffered, shutil.which("mosquitto_sub") or "mosquitto_sub", "-h", "127.0.0.1", "-p",
-                             str(broker.port), "-q", "1", "-t", "edge-inspect/bench/verdict", "-F", "%U %p"],
+                             str(broker.port), "-q", "1", "-t", "edge-inspect/bench/verdict", "-t", FLOOR_TOPIC,
+                             "-F", "%U %p"],
                             stdout=mqtt_log, stderr=subprocess.DEVNULL)
     result: dict[str, Any] = {
         "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "load_avg_start": os.getloadavg()},
         "settings": {k: getattr(args, k) for k in ("frames", "latency_frames", "rounds", "rate_ppm",
-                                                   "publishing_ms", "engine", "allow_spinning")},
+                                                   "publishing_ms", "engine", "allow_spinning",
+                                                   "switch_interval_ms")},
     }
     try:
         # latency, paced at the line rate, the mqtt + opcua-server sinks on
         cfg = make_config(work, plc_sinks(work, broker.port, opcua_port, None), args.rate_ppm, 0, args.engine,
                           spin)
-        lat = run_service(cfg, args.latency_frames, lambda: bool(subscribed_ns))
-        time.sleep(1.0)
+        floor = start_floor(broker.port, args.rate_ppm)
+        try:
+            lat = run_service(cfg, args.latency_frames, lambda: bool(subscribed_ns))
+            time.sleep(1.0)
+        finally:
+            floor.kill()
+            floor.wait(10)
         # measured: verdicts decided once the OPC UA subscriber had subscribed (all paths alike)
         since = subscribed_ns[0] + 500_000_000 if subscribed_ns else 0
         decided = {rid: wall for rid, wall, _ in lat["decided"] if wall >= since}
         mqtt_ms, ev_ms, dc_ms = collect(work / "mqtt.txt", opcua_log, decided)
-        result["latency_ms"] = {"mqtt_qos1": pct(mqtt_ms), "opcua_event": pct(ev_ms), "opcua_datachange": pct(dc_ms)}
+        floor_ms = collect_floor(work / "mqtt.txt", min(decided.values()), max(decided.values()))
+        result["latency_ms"] = {"mqtt_qos1": pct(mqtt_ms), "opcua_event": pct(ev_ms), "opcua_datachange": pct(dc_ms),
+                                "mqtt_floor": pct(floor_ms)}
         result["latency_run"] = {"frames": len(lat["decided"]), "fps": round(lat["fps"], 2),
                                  "verdicts": lat["summary"].get("verdicts"),
                                  "sinks": [{k: h.get(k) for k in ("name", "written", "dropped", "errors")}
@@ -335,30 +439,46 @@ def main() -> int:
         print("latency:", json.dumps(result["latency_ms"]), flush=True)
         # the bridge alone: the same sinks and subscribers, verdicts at the same rate, no inference
         n_sub = len(subscribed_ns)
-        alone = bridge_alone(work, broker.port, opcua_port, args.latency_frames, args.rate_ppm,
-                             lambda: len(subscribed_ns) > n_sub)
+        floor = start_floor(broker.port, args.rate_ppm)
+        try:
+            alone = bridge_alone(work, broker.port, opcua_port, args.latency_frames, args.rate_ppm,
+                                 lambda: len(subscribed_ns) > n_sub)
+        finally:
+            floor.kill()
+            floor.wait(10)
         Path(str(opcua_log) + ".pause").touch()
         time.sleep(1.0)
         a_mqtt, a_ev, a_dc = collect(work / "mqtt.txt", opcua_log, alone)
+        a_floor = collect_floor(work / "mqtt.txt", min(alone.values()), max(alone.values()))
         result["latency_ms_bridge_alone"] = {"mqtt_qos1": pct(a_mqtt), "opcua_event": pct(a_ev),
-                                             "opcua_datachange": pct(a_dc)}
+                                             "opcua_datachange": pct(a_dc), "mqtt_floor": pct(a_floor)}
         print("latency, bridge alone:", json.dumps(result["latency_ms_bridge_alone"]), flush=True)
         # throughput, interleaved: none / all three
         rounds = []
+        # the rig's own processes: on a station the PLC and the subscribers are other machines
+        peers = {"broker": broker.proc.pid if broker.proc else 0, "plc_and_opcua_subscriber": worker.pid,
+                 "mosquitto_sub": msub.pid}
         for r in range(args.rounds):
             order = ["none", "all"] if r % 2 == 0 else ["all", "none"]
-            row: dict[str, float] = {}
+            row: dict[str, Any] = {}
             for which in order:
                 sinks = [] if which == "none" else plc_sinks(work, broker.port, opcua_port, plc_port)
-                run = run_service(make_config(work, sinks, 0, 2, args.engine, spin), args.frames)
+                run = run_service(make_config(work, sinks, 0, 2, args.engine, spin), args.frames, peers=peers)
                 row[which] = round(run["fps"], 3)
+                row[f"cpu_ms_per_frame_{which}"] = run.get("cpu_ms_per_frame")
+                row[f"peers_cpu_ms_per_frame_{which}"] = run.get("peers_cpu_ms_per_frame")
             row["ratio"] = round(row["all"] / row["none"], 4)
             rounds.append(row)
             print(f"round {r + 1}: {row}", flush=True)
         result["throughput"] = {"rounds": rounds,
                                 "ratio_median": round(statistics.median(r["ratio"] for r in rounds), 4),
                                 "fps_none_median": round(statistics.median(r["none"] for r in rounds), 3),
-                                "fps_all_median": round(statistics.median(r["all"] for r in rounds), 3)}
+                                "fps_all_median": round(statistics.median(r["all"] for r in rounds), 3),
+                                "peers_cpu_ms_per_frame_all_median": {
+                                    k: round(statistics.median(r["peers_cpu_ms_per_frame_all"][k] for r in rounds), 3)
+                                    for k in peers},
+                                "service_cpu_ms_per_frame_ratio_median": round(statistics.median(
+                                    r["cpu_ms_per_frame_all"] / r["cpu_ms_per_frame_none"] for r in rounds), 4)}
     finally:
         msub.send_signal(signal.SIGTERM)
         msub.wait(10)
@@ -374,13 +494,18 @@ def main() -> int:
         "throughput_ge_0_97x": result["throughput"]["ratio_median"] >= 0.97,
     }
     result["targets_met"] = targets
+    # the same run's floor: what a bare publisher got from this host and broker at the same time
+    fl = lm["mqtt_floor"]
+    result["mqtt_over_floor_ms"] = {k: round(lm["mqtt_qos1"][k] - fl[k], 3) for k in ("p50", "p99") if k in fl}
+    result["floor_meets_mqtt_target"] = fl.get("p99", 1e9) <= 5.0
     result["host"]["load_avg_end"] = os.getloadavg()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bridge.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, {"with pipeline": [mqtt_ms, ev_ms, dc_ms], "bridge alone": [a_mqtt, a_ev, a_dc]},
+    plot(result, {"with pipeline": [mqtt_ms, ev_ms, dc_ms, floor_ms], "bridge alone": [a_mqtt, a_ev, a_dc, a_floor]},
          args.out / "bridge.png")
     print(json.dumps({"latency_ms": lm, "throughput_ratio_median": result["throughput"]["ratio_median"],
-                      "targets_met": targets}))
+                      "peers_cpu_ms_per_frame": result["throughput"]["peers_cpu_ms_per_frame_all_median"],
+                      "mqtt_over_floor_ms": result["mqtt_over_floor_ms"], "targets_met": targets}))
     if not os.environ.get("BENCH_KEEP"):
         shutil.rmtree(work, ignore_errors=True)
     else:
@@ -394,19 +519,20 @@ def plot(result: dict[str, Any], runs: dict[str, list[list[float]]], path: Path)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
-    labels = ["MQTT QoS1", "OPC UA event", "OPC UA data change"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(14, 4.5))
+    labels = ["MQTT QoS1", "OPC UA event", "OPC UA data change", "MQTT floor\n(bare client)"]
     pos = 1
     ticks, names = [], []
     for run, colour in (("with pipeline", "tab:blue"), ("bridge alone", "tab:green")):
-        bp = a.boxplot(runs[run], positions=[pos, pos + 1, pos + 2], whis=(1, 99), showfliers=False,
-                       patch_artist=True)
-        for box in bp["boxes"]:
-            box.set_facecolor(colour)
+        data = [d if d else [float("nan")] for d in runs[run]]
+        where = [pos + i for i in range(len(data))]
+        bp = a.boxplot(data, positions=where, whis=(1, 99), showfliers=False, patch_artist=True)
+        for i, box in enumerate(bp["boxes"]):
+            box.set_facecolor("tab:grey" if i == 3 else colour)
             box.set_alpha(0.4)
-        ticks += [pos, pos + 1, pos + 2]
+        ticks += where
         names += [f"{n}\n({run})" for n in labels]
-        pos += 4
+        pos += len(data) + 1
     a.set_xticks(ticks, names, fontsize=7)
     a.axhline(5, color="tab:red", ls="--", lw=1, label="MQTT target p99 5 ms")
     a.axhline(15, color="tab:orange", ls="--", lw=1, label="OPC UA target p99 15 ms")

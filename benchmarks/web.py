@@ -116,6 +116,11 @@ class Client:
         self._driver: Any = None
         self._profile: str | None = None
 
+    @property
+    def pid(self) -> int | None:
+        """The SSE client's process (None for the browser: many processes)."""
+        return self._proc.pid if self._proc is not None else None
+
     def __enter__(self) -> Client:
         if self.browser:
             from selenium import webdriver
@@ -173,6 +178,15 @@ def thread_cpu_ms() -> dict[str, float]:
     return out
 
 
+def process_cpu_ms(pid: int) -> float | None:
+    """CPU time (ms, every thread) of another process so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) * 1e3 / os.sysconf("SC_CLK_TCK")
+
+
 def run(cfg: Any, frames: int, browser: bool, warmup: int = 20) -> dict[str, Any]:
     """One run; rates, CPU and latencies over the steady part: from the `warmup`-th verdict to the
     last (the web server's start, the client's first request and the first SQLite pages are one-time
@@ -191,6 +205,8 @@ def run(cfg: Any, frames: int, browser: bool, warmup: int = 20) -> dict[str, Any
             at = "0" if count[0] == warmup else "1"
             marks["t" + at], marks["cpu" + at] = v.decided_ns, resource.getrusage(resource.RUSAGE_SELF)
             marks["threads" + at] = thread_cpu_ms()
+            pid = client.pid if client is not None else None
+            marks["client" + at] = process_cpu_ms(pid) if pid else None
 
     p.subscribe(listener, "benchmark")
     surface = next((c for c in service.components if isinstance(c, OperatorSurface)), None)
@@ -231,6 +247,9 @@ def run(cfg: Any, frames: int, browser: bool, warmup: int = 20) -> dict[str, Any
         out["evidence"] = {k: ev.get(k) for k in ("taken", "written", "skipped_pool_full", "sampled_out")}
         out["audit_rows"] = surface.store.count() if surface.store is not None else None
         out["client_events"] = client.events.value if client is not None else None
+        c0, c1 = marks.get("client0"), marks.get("client1")
+        # the client's own process (a tablet at the line, elsewhere on a station) shares these CPUs here
+        out["client_cpu_ms_per_frame"] = round((c1 - c0) / steady, 3) if c0 is not None and c1 is not None else None
     return out
 
 
@@ -340,6 +359,10 @@ def main() -> int:
         "throughput_ratio_median": round(ratio, 4),
         "p99_delta_ms_median": round(dp99, 3),
         "cpu_per_frame_ratio_median": round(cpu_ratio, 4),
+        "client_cpu_ms_per_frame_saturated_median": (
+            round(statistics.median(r["on_saturated"]["client_cpu_ms_per_frame"] for r in rounds), 3)
+            if all(r["on_saturated"].get("client_cpu_ms_per_frame") is not None for r in rounds) else None
+        ),
         "throughput_ratio_pooled": round(
             sum(r["on_saturated"]["steady_frames"] for r in rounds)
             / sum(r["on_saturated"]["steady_frames"] / r["on_saturated"]["fps"] for r in rounds)
@@ -364,7 +387,8 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "web.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, args.out / "web.png")
-    keys = ("throughput_ratio_median", "throughput_ratio_pooled", "p99_delta_ms_median", "cpu_per_frame_ratio_median")
+    keys = ("throughput_ratio_median", "throughput_ratio_pooled", "p99_delta_ms_median", "cpu_per_frame_ratio_median",
+            "client_cpu_ms_per_frame_saturated_median")
     print(json.dumps({k: result[k] for k in (*keys, "met", "p99_line_delta_ms_median") if k in result}))
     return 0
 
