@@ -15,6 +15,7 @@ verdict subscription and `ServiceControl`, the only way to change the running st
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -124,6 +125,7 @@ class ServiceControl:
         with self._lock:
             info = self.pipeline.inspector.info
             rules = compile_rules(new, info.names, Path(info.path), self.cfg.base_dir)
+            rules = dataclasses.replace(rules, set_name=set_name)  # verdicts judged by them carry the name
             before = self._decision
             self.pipeline.inspector.set_rules(rules)
             self._history.append((before, self._set))
@@ -201,6 +203,10 @@ class ServiceControl:
             model = recipe.model if recipe is not None else str(self.cfg.engine.model)
             decision = (recipe.decision if recipe is not None else None) or self.cfg.app.decision
             inspector, rules = self._load_recipe(model, decision, self._references)
+            own = recipe is not None and recipe.decision is not None
+            set_name = f"recipe:{name}" if own else "default"
+            rules = dataclasses.replace(rules, set_name=set_name)
+            inspector.set_rules(rules)
             old = self.pipeline.swap_inspector(inspector, name)
             try:
                 old.engine.close()
@@ -208,8 +214,7 @@ class ServiceControl:
                 log.exception("closing the previous engine failed")
             before = self._recipe
             self._recipe, self._decision, self._rules = name, decision, rules
-            own = recipe is not None and recipe.decision is not None
-            self._set = f"recipe:{name}" if own else "default"
+            self._set = set_name
             self._history.clear()
         self._changed("recipe", before, name, who)
         return name

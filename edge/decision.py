@@ -13,6 +13,8 @@ its box holds at least `min_pixels` pixels that really differ from the (aligned)
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -118,11 +120,25 @@ class CompiledRules:
     threshold_source: str
     min_evidence_px: int = 0  # difference_evidence.min_pixels when enabled, else 0 (off)
     evidence_settings: tuple[int, int, int] = (1, 48, 2)  # difference_evidence (tolerance_px, level, margin_px)
+    set_name: str = "default"  # the threshold set these rules are (named by ServiceControl on each change)
+    rules_id: str = ""  # fingerprint of the effective rules (`rules_fingerprint`): equal ids judge alike
 
     def min_confidence(self) -> float:
         """The lowest threshold in force: the engine may drop anything below it."""
         active = self.min_conf[~self.ignored]
         return float(active.min()) if active.size else 1.0
+
+
+def rules_fingerprint(rules: CompiledRules) -> str:
+    """A short content hash of what decides: the per-class thresholds as resolved (config, sidecar),
+    the counts, regions, ignore zones and the difference-evidence rule. Two rule sets with the same
+    fingerprint judge every detection alike, however they were written; a changed sidecar shows."""
+    h = hashlib.sha1(usedforsecurity=False)
+    h.update(repr((rules.names, rules.max_total, rules.min_evidence_px, rules.evidence_settings)).encode())
+    for a in (rules.min_conf, rules.min_area, rules.max_count, rules.ignored, rules.rois, rules.ignore_zones):
+        h.update(repr((a.dtype.str, a.shape)).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:12]
 
 
 def evidence_min_pixels(config: DifferenceEvidenceConfig, calibrated: int | None) -> int:
@@ -183,7 +199,7 @@ def compile_rules(
         if rule.max_count is not None:
             max_count[i] = rule.max_count
         ignored[i] = rule.ignore
-    return CompiledRules(
+    rules = CompiledRules(
         names=tuple(names),
         min_conf=min_conf,
         min_area=min_area,
@@ -200,6 +216,7 @@ def compile_rules(
             config.difference_evidence.margin_px,
         ),
     )
+    return dataclasses.replace(rules, rules_id=rules_fingerprint(rules))
 
 
 def _centres_inside(boxes: np.ndarray, zones: np.ndarray) -> np.ndarray:

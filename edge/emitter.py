@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from cameras.base import Frame
+from edge.decision import CompiledRules
 from edge.inspector import WorkResult
 from edge.metrics import PipelineMetrics
 from edge.ring import Decided
@@ -60,6 +61,8 @@ class VerdictEmitter:
         self.model_id = model_id
         self.config_version = config_version
         self.recipe = ""
+        # the rules in force (the pipeline's inspector's): named in FAILSAFE verdicts, which no rule judged
+        self.rules_in_force: Callable[[], CompiledRules | None] = lambda: None
         self._subs: tuple[Subscription, ...] = ()  # copy-on-write: read without a lock
         self._subs_lock = threading.Lock()
         self._count_lock = threading.Lock()
@@ -85,9 +88,11 @@ class VerdictEmitter:
         """The verdict record for a decision, and the engine time (ms) when it was judged."""
         frame = d.frame
         engine_ms: float | None = None
+        rules: CompiledRules | None = None
         if d.reason is None:
             w = d.payload
             assert isinstance(w, WorkResult)
+            rules = w.rules
             kind = w.decision.verdict
             reasons = w.decision.reasons
             detections = w.decision.detections
@@ -105,6 +110,8 @@ class VerdictEmitter:
             reasons = (Reason("failsafe", f"{d.reason.value}{detail}"),)
             detections = ()
             latencies = {"total": (now_ns - frame.captured_ns) / 1e6}
+        if rules is None:
+            rules = self.rules_in_force()
         verdict = Verdict(
             result_id=new_result_id(),
             part_id=frame.part_id,
@@ -123,6 +130,8 @@ class VerdictEmitter:
             config_version=self.config_version,
             failsafe_reason=d.reason,
             recipe=self.recipe,
+            decision_set=rules.set_name if rules is not None else "",
+            rules_id=rules.rules_id if rules is not None else "",
         )
         return verdict, engine_ms
 

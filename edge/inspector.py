@@ -32,6 +32,7 @@ class WorkResult:
     preprocessed_ns: int
     inferred_ns: int
     finished_ns: int
+    rules: CompiledRules | None = None  # the rules that judged it (a reference, not a copy)
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ class Inspector:
         for i, geometry in enumerate(geometries):
             evidence = self._evidence(composites[i], rules) if composites else None
             decision = decide(self.decode(raw[i : i + 1], geometry), rules, evidence)
-            out.append(WorkResult(decision, t0, t1, t2, time.monotonic_ns()))
+            out.append(WorkResult(decision, t0, t1, t2, time.monotonic_ns(), rules))
         return out
 
     def _evidence(self, composite: np.ndarray, rules: CompiledRules) -> Evidence | None:

@@ -67,6 +67,7 @@ class Pipeline:
         self.frame_check = frame_check
         self.budget_ns = int(config.budget_ms * 1e6)
         self.emitter = VerdictEmitter(self.sinks, self.stats, metrics, inspector.info.model_id, config_version)
+        self.emitter.rules_in_force = lambda: self.inspector.rules
         self.ring = Ring(config.ring_slots, config.overflow, self._emit, self._release, self._late)
         self.metrics.ring_slots.set(config.ring_slots)
         self.metrics.watch_sinks(self.sinks)

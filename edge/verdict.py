@@ -18,7 +18,9 @@ from typing import Any
 from edge.engines.detections import Detection as Detection
 from edge.engines.detections import Detections as Detections
 
-SCHEMA_VERSION = 2  # 2: deadline_wall_ns, margin_ms, recipe; failsafe reasons invalid_frame, halted
+# 2: deadline_wall_ns, margin_ms, recipe; failsafe reasons invalid_frame, halted
+# 3: decision_set, rules_id (the threshold set that judged the part, and its rules' fingerprint)
+SCHEMA_VERSION = 3
 
 
 class VerdictKind(str, Enum):
@@ -85,6 +87,8 @@ class Verdict:
     config_version: str = ""
     failsafe_reason: FailsafeReason | None = None
     recipe: str = ""
+    decision_set: str = ""  # the threshold set that judged it (for a FAILSAFE: the one in force)
+    rules_id: str = ""  # the fingerprint of those rules (edge.decision.rules_fingerprint)
     _json: str | None = field(default=None, init=False, repr=False, compare=False)  # to_json()'s cache
 
     @property
@@ -131,6 +135,8 @@ class Verdict:
             "model_id": self.model_id,
             "config_version": self.config_version,
             "recipe": self.recipe,
+            "decision_set": self.decision_set,
+            "rules_id": self.rules_id,
         }
 
     def to_json(self) -> str:

@@ -26,6 +26,8 @@ CSV_COLUMNS = (
     "model_id",
     "config_version",
     "recipe",
+    "decision_set",
+    "rules_id",
     "evidence_id",
 )
 
@@ -62,6 +64,8 @@ def iter_csv(store: AuditStore, since_ns: int | None, until_ns: int | None) -> I
                 row["model_id"] or "",
                 row["config_version"] or "",
                 row["recipe"] or "",
+                row["decision_set"] or "",
+                row["rules_id"] or "",
                 row["evidence_id"] or "",
             ]
         )

@@ -43,6 +43,8 @@ CREATE TABLE IF NOT EXISTS verdicts (
     model_id TEXT,
     config_version TEXT,
     recipe TEXT,
+    decision_set TEXT,
+    rules_id TEXT,
     captured_ns INTEGER,
     arrived_ns INTEGER,
     decided_ns INTEGER,
@@ -91,6 +93,8 @@ VERDICT_COLUMNS = (
     "model_id",
     "config_version",
     "recipe",
+    "decision_set",
+    "rules_id",
     "captured_ns",
     "arrived_ns",
     "decided_ns",
@@ -106,6 +110,18 @@ _INSERT = (
 )
 _JSON_COLUMNS = ("reasons", "detections", "latencies")
 MAX_PAGE = 500
+
+
+# columns added after the first release: an audit database written by an earlier version gets
+# them (empty for its old rows) when it is opened
+_ADDED_COLUMNS = (("decision_set", "TEXT"), ("rules_id", "TEXT"))
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    have = {str(row[1]) for row in db.execute("PRAGMA table_info(verdicts)")}
+    for name, kind in _ADDED_COLUMNS:
+        if name not in have:
+            db.execute(f"ALTER TABLE verdicts ADD COLUMN {name} {kind}")
 
 
 def _dumps(value: Any) -> str:
@@ -136,6 +152,8 @@ def row_from_payload(p: Mapping[str, Any]) -> tuple[Any, ...]:
         p.get("model_id"),
         p.get("config_version"),
         p.get("recipe"),
+        p.get("decision_set"),
+        p.get("rules_id"),
         ts.get("captured"),
         ts.get("arrived"),
         ts.get("decided"),
@@ -214,6 +232,7 @@ class AuditStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # a committed row survives a crash of the process
             db.executescript(SCHEMA)
+            _add_missing_columns(db)
         except (OSError, sqlite3.Error) as exc:
             raise SinkError(f"audit: cannot open {self.path} ({exc})") from exc
         self._db = db

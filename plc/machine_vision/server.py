@@ -370,7 +370,9 @@ class VisionServer:
         ):
             await self._set(name, value)
         self.stats.published += 1
-        config_version, configuration = str(record.get("config_version", "")), self.configurations.active()
+        # the threshold set that judged this part (schema 3); what is active now for older records
+        config_version = str(record.get("config_version", ""))
+        configuration = str(record.get("decision_set") or self.configurations.active())
         self.results.add(f, configuration, config_version)
         await self._trigger(f, config_version, configuration)
         return f

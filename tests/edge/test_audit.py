@@ -253,3 +253,36 @@ def test_a_verdict_is_serialised_once_for_every_durable_sink() -> None:
     v = make_verdict(1)
     text = v.to_json()
     assert v.to_json() is text and json.loads(text) == v.to_dict()
+
+
+def test_rows_name_the_threshold_set_and_an_older_database_gains_the_columns(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)  # the verdicts table as the first release wrote it
+    old.execute(
+        "CREATE TABLE verdicts (result_id TEXT PRIMARY KEY, decided_wall_ns INTEGER NOT NULL, part_id TEXT NOT NULL, "
+        "frame_id INTEGER, camera TEXT NOT NULL, verdict TEXT NOT NULL, failsafe_reason TEXT, classes TEXT NOT NULL, "
+        "rules TEXT NOT NULL, reasons TEXT NOT NULL, detections TEXT NOT NULL, model_id TEXT, config_version TEXT, "
+        "recipe TEXT, captured_ns INTEGER, arrived_ns INTEGER, decided_ns INTEGER, deadline_ns INTEGER, "
+        "deadline_wall_ns INTEGER, margin_ms REAL, latency_ms REAL, latencies TEXT NOT NULL, schema_version INTEGER)"
+    )
+    old.execute("INSERT INTO verdicts (result_id, decided_wall_ns, part_id, camera, verdict, classes, rules, reasons, "
+                "detections, latencies) VALUES ('r-old', 1, 'p', 'cam', 'PASS', '', '', '[]', '[]', '{}')")
+    old.commit()
+    old.close()
+    store = AuditStore(path)
+    store.open()
+    try:
+        base = make_verdict(1, VerdictKind.REJECT, cls="open")
+        v = Verdict(**{**{f: getattr(base, f) for f in base.__dataclass_fields__ if f != "_json"},
+                       "decision_set": "night", "rules_id": "0123456789ab"})
+        assert store.add_verdicts([v.to_dict()]) == 1
+        row = store.verdict(v.result_id)
+        assert row is not None and row["decision_set"] == "night" and row["rules_id"] == "0123456789ab"
+        assert row["schema_version"] == 3
+        kept = store.verdict("r-old")
+        assert kept is not None and kept["decision_set"] is None  # the earlier row stays, without a set
+        text = "".join(iter_csv(store, None, None))
+        rec = next(r for r in csv.DictReader(io.StringIO(text)) if r["result_id"] == v.result_id)
+        assert rec["decision_set"] == "night" and rec["rules_id"] == "0123456789ab"
+    finally:
+        store.close()

@@ -68,6 +68,8 @@ def test_halt_single_resume_every_frame_still_gets_one_verdict(
         mark = svc.pipeline.stats.frames_in + 1  # frames after this one were admitted halted
         assert until(lambda: len(after(mark)) >= 5)
         assert all(v.failsafe_reason is FailsafeReason.HALTED for v in after(mark)[:5])
+        # no rule judged them: they name the rules in force
+        assert all((v.decision_set, v.rules_id) == ("default", ctl.rules().rules_id) for v in after(mark)[:5])
         mark = svc.pipeline.stats.frames_in - 2  # all of these and earlier were admitted halted
         ctl.single(2, who="plc")
         assert until(lambda: svc.pipeline.mode() == "halted")

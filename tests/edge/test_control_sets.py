@@ -14,6 +14,8 @@ import yaml
 from edge.app import Service, build_service
 from edge.config import parse_config
 from edge.errors import ConfigError
+from edge.verdict import Verdict
+from tests.plc.peers import wait_until
 
 NO_SIDECAR = {"thresholds_file": None}  # the model's calibrated sidecar would override min_confidence
 SETS = {
@@ -116,3 +118,34 @@ def test_sets_are_checked_at_start(model_path: Path, demo_images: Path, tmp_path
             parse_config(config(model_path, demo_images, tmp_path, decision_sets={reserved: {}}), "<sets>")
     with pytest.raises(ConfigError, match="min_confidence"):
         parse_config(config(model_path, demo_images, tmp_path, decision_sets={"x": {"min_confidence": 3}}), "<sets>")
+
+
+def test_verdicts_name_the_set_and_rules_that_judged_them(model_path: Path, demo_images: Path, tmp_path: Path) -> None:
+    svc = service(model_path, demo_images, tmp_path)
+    ctl = svc.control
+    assert ctl is not None
+    seen: list[Verdict] = []
+    svc.pipeline.subscribe(lambda v, _f: seen.append(v), "test")
+    svc.start(serve_metrics=False)
+    try:
+        assert wait_until(lambda: len(seen) >= 2, 60)
+        default_id = ctl.rules().rules_id
+        assert seen[0].decision_set == "default" and seen[0].rules_id == default_id
+        ctl.activate_decision_set("loose", who="op")
+        n = len(seen)
+        assert wait_until(lambda: len(seen) >= n + 3, 60)
+        loose_id = ctl.rules().rules_id
+        assert loose_id != default_id
+        after = seen[-1]  # judged after the swap: the set's name and its rules' fingerprint
+        assert (after.decision_set, after.rules_id) == ("loose", loose_id)
+        assert after.to_dict()["decision_set"] == "loose" and after.to_dict()["schema"] == 3
+        for v in seen:  # every verdict names one of the two, never a mix
+            assert (v.decision_set, v.rules_id) in {("default", default_id), ("loose", loose_id)}
+        ctl.set_decision({"min_confidence": 0.5, **NO_SIDECAR}, who="eng")  # by hand: custom, its own id
+        n = len(seen)
+        assert wait_until(lambda: len(seen) >= n + 3, 60)
+        assert seen[-1].decision_set == "custom" and seen[-1].rules_id not in (default_id, loose_id)
+        ctl.set_decision(SETS["loose"], who="eng")  # by hand, exactly a set's rules: the same fingerprint
+        assert ctl.rules().rules_id == loose_id and ctl.rules().set_name == "loose"
+    finally:
+        svc.stop()

@@ -131,3 +131,23 @@ def test_sidecar_bad_class(tmp_path: Path) -> None:
     write_sidecar(p, None, {"bogus": 0.5})
     with pytest.raises(ConfigError, match="bogus"):
         compile_rules(DecisionConfig(thresholds_file=str(p)), NAMES)
+
+
+def test_rules_fingerprint_names_what_decides_not_how_it_is_written() -> None:
+    plain = compile_rules(DecisionConfig(min_confidence=0.3, thresholds_file=None), NAMES)
+    spelled = compile_rules(
+        DecisionConfig(
+            min_confidence=0.9,
+            thresholds_file=None,
+            classes={n: ClassRule(min_confidence=0.3) for n in NAMES},
+        ),
+        NAMES,
+    )
+    assert len(plain.rules_id) == 12 and plain.rules_id == spelled.rules_id  # the same thresholds in force
+    stricter = compile_rules(
+        DecisionConfig(min_confidence=0.3, thresholds_file=None, classes={"spur": ClassRule(min_confidence=0.31)}),
+        NAMES,
+    )
+    zoned = compile_rules(DecisionConfig(min_confidence=0.3, thresholds_file=None, ignore_zones=[[0, 0, 5, 5]]), NAMES)
+    assert len({plain.rules_id, stricter.rules_id, zoned.rules_id}) == 3
+    assert plain.set_name == "default"

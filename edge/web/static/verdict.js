@@ -30,6 +30,7 @@
     ["margin to deadline", v.margin_ms === null || v.margin_ms === undefined ? "–" : EI.num(v.margin_ms, 1) + " ms"],
     ["stages", Object.entries(lat).filter(([k]) => k !== "total").map(([k, x]) => k + " " + EI.num(x, 2)).join(" · ") || "–"],
     ["failsafe reason", v.failsafe_reason || "–"], ["model id", v.model_id || "–"],
-    ["config version", v.config_version || "–"], ["recipe", v.recipe || "–"]];
+    ["config version", v.config_version || "–"], ["recipe", v.recipe || "–"],
+    ["threshold set", v.decision_set ? v.decision_set + (v.rules_id ? " · rules " + v.rules_id : "") : "–"]];
   $("record").replaceChildren(...rec.flatMap(([k, x]) => [EI.el("div", {}, k), EI.el("div", {}, String(x))]));
 })();
