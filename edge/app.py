@@ -105,6 +105,8 @@ class Service:
             uptime_s=round(time.monotonic() - self._started_mono, 3) if self._started_mono else 0.0,
             config_version=p.config_version,
             recipe=self.control.active_recipe() if self.control is not None else "default",
+            decision_set=p.inspector.rules.set_name,
+            rules_id=p.inspector.rules.rules_id,
             budget_ms=p.config.budget_ms,
             engine=EngineInfo(
                 runtime=str(getattr(p.inspector.engine, "runtime", "?")),

@@ -299,6 +299,8 @@ def decide(dets: Detections, rules: CompiledRules, evidence: Evidence | None = N
 def describe(rules: CompiledRules) -> Mapping[str, object]:
     """The thresholds in force, for logs and the status page."""
     return {
+        "set": rules.set_name,
+        "rules_id": rules.rules_id,
         "source": rules.threshold_source,
         "min_confidence": {n: round(float(v), 4) for n, v in zip(rules.names, rules.min_conf, strict=True)},
         "max_count": {n: int(v) for n, v in zip(rules.names, rules.max_count, strict=True)},

@@ -36,6 +36,8 @@ class ServiceSnapshot:
     sinks: tuple[dict[str, Any], ...]
     stats: dict[str, Any]
     subscribers: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    decision_set: str = "default"  # the threshold set in force
+    rules_id: str = ""  # its rules' fingerprint (what verdicts judged now carry)
 
     @property
     def ready(self) -> bool:

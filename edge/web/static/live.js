@@ -13,7 +13,8 @@
     const st = $("state");
     st.textContent = s.state || "?";
     st.className = "state " + (s.state || "");
-    setText("station", (s.recipe ? "recipe " + s.recipe : "") + (s.config_version ? " · config " + s.config_version : ""));
+    setText("station", (s.recipe ? "recipe " + s.recipe : "") + (s.decision_set ? " · thresholds " + s.decision_set : "") +
+      (s.config_version ? " · config " + s.config_version : ""));
     const w = s.stats || {};
     const v = w.verdicts || {}, t = w.verdicts_total || {};
     setText("ppm", EI.num(w.parts_per_min, 0));

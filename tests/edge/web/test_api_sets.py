@@ -66,7 +66,9 @@ def test_sets_are_listed_applied_audited_and_refused_clearly(station: Station) -
         body = r.json()
         assert body["active"] == "loose" and body["before"] == "default" and body["applied"]["min_confidence"] == 0.95
         assert sets(c)["active"] == "loose" and c.get("/api/v1/decision").json()["min_confidence"] == 0.95
-        assert set(c.get("/api/v1/decision/effective").json()["min_confidence"].values()) == {0.95}
+        effective = c.get("/api/v1/decision/effective").json()
+        assert set(effective["min_confidence"].values()) == {0.95}
+        assert effective["set"] == "loose" and len(effective["rules_id"]) == 12  # what verdicts now carry
         rows = changes(c)
         assert [(x["what"], x["outcome"]) for x in rows[:2]] == [("decision_set", "applied"), ("decision", "applied")]
         assert rows[0]["before"] == "default" and rows[0]["after"] == "loose"
