@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import sqlite3
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge.audit.store import AuditStore, row_from_payload
 from edge.errors import SinkError
-from edge.sinks.base import DropWarner, SinkCounters, hand_off, writer_health
+from edge.sinks.base import QueuedWriter
 from edge.sinks.durable import JournalConfig
 from edge.sinks.journal import Journal
 from edge.verdict import Verdict
@@ -40,14 +38,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_STOP = object()
 _STORE_ERRORS = (sqlite3.Error, OSError, SinkError)
 
 
-class AuditSink:
+class AuditSink(QueuedWriter):
     """A durable sink whose far side, and store, is the `AuditStore`."""
-
-    kind = "durable"
 
     def __init__(
         self,
@@ -59,26 +54,16 @@ class AuditSink:
         purge_interval_s: float = 3600.0,
         journal: JournalConfig | None = None,
     ) -> None:
-        self.name = name
+        super().__init__(name, queue_size, "hand-off queue full (audit writer behind), dropped")
         self.store = store
         self.batch_size = batch_size
         self.journal_path = journal_path
         self.cfg = journal or JournalConfig(batch_size=batch_size)
         self.purge_interval_s = purge_interval_s
         self._next_purge = 0.0
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
-        self._thread: threading.Thread | None = None
         self._journal: Journal | None = None
-        self.counters = SinkCounters()
-        self.journaled = 0  # spilled to the journal while the database was unwritable
-        self.replayed = 0
-        self.expired = 0
-        self._on_disk = 0
-        self._live = False
-        self._close_deadline = 0.0
         self._retry_at = 0.0
         self._backoff = 0.0
-        self._full = DropWarner(name, "hand-off queue full (audit writer behind), dropped")
 
     # -- Sink protocol --------------------------------------------------------------------------
     def bind(self, ctx: ServiceContext) -> None:
@@ -86,42 +71,11 @@ class AuditSink:
             self.journal_path = ctx.state_dir / "journal" / f"{self.name}.sqlite"
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
-        self._thread.start()
-
-    def submit(self, verdict: Verdict) -> bool:
-        return hand_off(self._queue, verdict, self.counters, self._full)
-
-    def close(self, timeout: float = 5.0) -> None:
-        if self._thread is None:
-            return
-        self._close_deadline = time.monotonic() + timeout
-        try:
-            self._queue.put(_STOP, timeout=timeout)
-        except queue.Full:
-            pass
-        self._thread.join(timeout + 2.0)
-        if self._thread.is_alive():
-            log.warning("sink %s: writer still busy after %.1f s at close", self.name, timeout)
-        self._thread = None
-
-    def backlog(self) -> int:
-        return self._queue.qsize() + self._on_disk
+        self._start_writer()
 
     def health(self) -> dict[str, Any]:
-        c = self.counters
-        live = self._live and self._thread is not None and self._thread.is_alive()
-        out = writer_health(self.name, self.kind, c, self.backlog(), live)
-        out.update(
-            {
-                "journaled": self.journaled,
-                "replayed": self.replayed,
-                "expired": self.expired,
-                "last_ack_wall_ns": c.last_write_wall_ns,
-                "path": str(self.store.path),
-                "rows_written": self.store.rows_written,
-            }
-        )
+        out = self.durable_health()
+        out.update({"path": str(self.store.path), "rows_written": self.store.rows_written})
         return out
 
     # -- writer thread ----------------------------------------------------------------------------
@@ -130,7 +84,7 @@ class AuditSink:
         try:
             self._open()
             while True:
-                batch, stop = self._drain(0.0 if stopping else self._wait_s())
+                batch, stop = self._take(0.0 if stopping else self._wait_s(), self.batch_size)
                 stopping = stopping or stop
                 if batch:
                     self._commit(batch)
@@ -177,23 +131,6 @@ class AuditSink:
                     self.journal_path,
                 )
                 self._deliver_journal()
-
-    def _drain(self, block_s: float) -> tuple[list[Verdict], bool]:
-        batch: list[Verdict] = []
-        stop = False
-        try:
-            item = self._queue.get(timeout=block_s) if block_s > 0 else self._queue.get_nowait()
-            while True:
-                if item is _STOP:
-                    stop = True
-                else:
-                    batch.append(item)
-                if len(batch) >= self.batch_size:
-                    break
-                item = self._queue.get_nowait()
-        except queue.Empty:
-            pass
-        return batch, stop
 
     def _commit(self, batch: list[Verdict]) -> None:
         payloads = [v.to_dict() for v in batch]

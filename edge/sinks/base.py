@@ -4,8 +4,10 @@
   queue is full the verdict is dropped *for that sink* and counted; the first drop of a burst
   is logged at once (then at most every few seconds). A write error is counted, logged, retried
   with back-off (`reopen()` first), and the sink recovers when its target does.
-- `DurableSink` (`edge.sinks.durable`: JSONL, audit, MQTT outbox, OPC UA client): a journal
-  on disk, so a verdict survives an outage of the far side and a crash of the service.
+- `DurableSink` (`edge.sinks.durable`: JSONL, MQTT outbox, OPC UA client): a journal on disk,
+  so a verdict survives an outage of the far side and a crash of the service. It and the audit
+  sink (`edge.audit.sink`: no journal while the database takes writes) share `QueuedWriter`:
+  the hand-off queue, the batching writer thread, close-with-deadline and the durable health.
 
 `submit()` never blocks the pipeline. `health()` is a plain dict (`SinkHealth` keys) that the
 metrics collector, the snapshot and the status page read while the service runs.
@@ -139,6 +141,93 @@ def writer_health(name: str, kind: str, counters: SinkCounters, backlog: int, li
         "live": live,
         "last_error": c.last_error,
     }
+
+
+class QueuedWriter:
+    """What the durable sinks share (`edge.sinks.durable.DurableSink`, `edge.audit.sink.AuditSink`):
+    a bounded hand-off queue, one writer thread draining it in batches (subclasses implement
+    `_run`), a close that lets the writer finish until a deadline, and the durable health fields."""
+
+    kind = "durable"
+
+    def __init__(self, name: str, queue_size: int, full_what: str) -> None:
+        self.name = name
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._thread: threading.Thread | None = None
+        self.counters = SinkCounters()
+        self.journaled = 0
+        self.replayed = 0
+        self.expired = 0
+        self._on_disk = 0  # verdicts waiting on disk (a journal) for delivery
+        self._live = False
+        self._close_deadline = 0.0
+        self._full = DropWarner(name, full_what)
+
+    def _queued(self, verdict: Verdict) -> Any:
+        """What `submit` puts on the queue for a verdict (serialisation happens in the writer)."""
+        return verdict
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _closing(self) -> None:
+        """Called by `close` before the stop marker is queued."""
+
+    def _start_writer(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, verdict: Verdict) -> bool:
+        return hand_off(self._queue, self._queued(verdict), self.counters, self._full)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Let the writer take everything queued and deliver until `timeout`; what is left stays on disk."""
+        if self._thread is None:
+            return
+        self._close_deadline = time.monotonic() + timeout
+        self._closing()
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            pass
+        self._thread.join(timeout + 2.0)
+        if self._thread.is_alive():
+            log.warning("sink %s: writer still busy after %.1f s at close", self.name, timeout)
+        self._thread = None
+
+    def backlog(self) -> int:
+        return self._queue.qsize() + self._on_disk
+
+    def _take(self, block_s: float, limit: int) -> tuple[list[Any], bool]:
+        """Up to `limit` queued items (waiting up to `block_s` for the first), and whether the
+        stop marker was among them."""
+        items: list[Any] = []
+        stop = False
+        try:
+            item = self._queue.get(timeout=block_s) if block_s > 0 else self._queue.get_nowait()
+            while True:
+                if item is _STOP:
+                    stop = True
+                else:
+                    items.append(item)
+                if len(items) >= limit:
+                    break
+                item = self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        return items, stop
+
+    def durable_health(self) -> dict[str, Any]:
+        """`writer_health` plus what a durable sink adds: spilled, replayed, expired, last ack."""
+        live = self._live and self._thread is not None and self._thread.is_alive()
+        out = writer_health(self.name, self.kind, self.counters, self.backlog(), live)
+        out.update({
+            "journaled": self.journaled,
+            "replayed": self.replayed,
+            "expired": self.expired,
+            "last_ack_wall_ns": self.counters.last_write_wall_ns,
+        })
+        return out
 
 
 class BestEffortSink:

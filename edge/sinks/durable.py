@@ -18,7 +18,6 @@ stays on disk for the next start.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.errors import PermanentSinkError, SinkError, TransientSinkError
-from edge.sinks.base import DropWarner, SinkConfigBase, SinkCounters, hand_off, writer_health
+from edge.sinks.base import DropWarner, QueuedWriter, SinkConfigBase
 from edge.sinks.journal import Journal, JournalEntry
 from edge.verdict import Verdict
 
@@ -60,33 +59,18 @@ class DurableSinkConfigBase(SinkConfigBase):
         return p if p.is_absolute() else base_dir / p
 
 
-_STOP = object()
-
-
-class DurableSink:
+class DurableSink(QueuedWriter):
     """Base for sinks that must not lose a verdict. Subclasses implement `deliver`."""
 
-    kind = "durable"
-
     def __init__(self, name: str, journal: JournalConfig, journal_path: Path | None, queue_size: int = 4096) -> None:
-        self.name = name
+        super().__init__(name, queue_size, "hand-off queue full (journal writer behind), dropped")
         self.cfg = journal
         self.journal_path = journal_path
-        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
-        self._thread: threading.Thread | None = None
         self._journal: Journal | None = None
-        self.counters = SinkCounters()
-        self.journaled = 0
-        self.replayed = 0
-        self.expired = 0
         self.late = 0
-        self._on_disk = 0
         self._oldest_wall_ns: int | None = None
         self._fresh: list[JournalEntry] = []  # the newest entries, when they are all that waits (no read back)
-        self._live = False
         self._stop = threading.Event()
-        self._close_deadline = 0.0
-        self._full = DropWarner(name, "hand-off queue full (journal writer behind), dropped")
         self._errlog = DropWarner(name, "delivery failed for", every_s=10.0)
 
     # -- subclass hooks -------------------------------------------------------------
@@ -119,43 +103,20 @@ class DurableSink:
         if self._on_disk:
             log.warning("sink %s: %d verdict(s) from an earlier run waiting in %s; replaying",
                         self.name, self._on_disk, self.journal_path)
-        self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
-        self._thread.start()
+        self._start_writer()
 
-    def submit(self, verdict: Verdict) -> bool:
+    def _queued(self, verdict: Verdict) -> Any:
         # serialised in the writer thread (`Verdict.to_json`: once for every durable sink)
-        return hand_off(self._queue, (verdict, time.time_ns()), self.counters, self._full)
+        return (verdict, time.time_ns())
 
-    def close(self, timeout: float = 5.0) -> None:
-        if self._thread is None:
-            return
-        self._close_deadline = time.monotonic() + timeout
+    def _closing(self) -> None:
         self._stop.set()
-        try:
-            self._queue.put(_STOP, timeout=timeout)
-        except queue.Full:
-            pass
-        self._thread.join(timeout + 2.0)
-        if self._thread.is_alive():
-            log.warning("sink %s: writer still busy after %.1f s at close", self.name, timeout)
-        self._thread = None
-
-    def backlog(self) -> int:
-        return self._queue.qsize() + self._on_disk
 
     def health(self) -> dict[str, Any]:
-        c = self.counters
         oldest = self._oldest_wall_ns
-        live = self._live and self._thread is not None and self._thread.is_alive()
-        out = writer_health(self.name, self.kind, c, self.backlog(), live)
-        out.update({
-            "journaled": self.journaled,
-            "replayed": self.replayed,
-            "expired": self.expired,
-            "late": self.late,
-            "oldest_waiting_s": round((time.time_ns() - oldest) / 1e9, 3) if oldest and self._on_disk else 0.0,
-            "last_ack_wall_ns": c.last_write_wall_ns,
-        })
+        out = self.durable_health()
+        out["late"] = self.late
+        out["oldest_waiting_s"] = round((time.time_ns() - oldest) / 1e9, 3) if oldest and self._on_disk else 0.0
         out.update(self.extra_health())
         return out
 
@@ -244,23 +205,10 @@ class DurableSink:
         return 0.5
 
     def _drain_into(self, journal: Journal, block_s: float) -> bool:
-        """Move queued verdicts into the journal (one transaction). True when _STOP was seen."""
-        rows: list[tuple[str, str, int]] = []
-        stop = False
-        try:
-            item = self._queue.get(timeout=block_s) if block_s > 0 else self._queue.get_nowait()
-            while True:
-                if item is _STOP:
-                    stop = True
-                else:
-                    rows.append((item[0].result_id, item[0].to_json(), item[1]))
-                if len(rows) >= 4096:
-                    break
-                item = self._queue.get_nowait()
-        except queue.Empty:
-            pass
-        if rows:
-            self._append(journal, rows)
+        """Move queued verdicts into the journal (one transaction). True when the stop marker was seen."""
+        items, stop = self._take(block_s, 4096)
+        if items:
+            self._append(journal, [(v.result_id, v.to_json(), t) for v, t in items])
         return stop
 
     def _append(self, journal: Journal, rows: list[tuple[str, str, int]]) -> None:
