@@ -20,7 +20,8 @@ with the three PLC sinks on against none.
   they are other machines. benchmarks/headroom.py measures what CPU per frame costs in throughput.
 
 Targets (issue #15, this 2-core host): MQTT p99 <= 5 ms, OPC UA p99 <= 15 ms, throughput >= 0.97x.
-Writes benchmarks/results/bridge.json and bridge.png.
+Writes benchmarks/results/bridge.json and bridge.png (with `--opcua-process`, the opcua-server sink's
+`process: true`: bridge-opcua-process.json / .png).
 
     .venv/bin/python benchmarks/bridge.py [--frames 200] [--rounds 3] [--rate-ppm 300]
 """
@@ -190,14 +191,15 @@ def make_config(work: Path, sinks: list[dict[str, Any]], rate_ppm: float, in_fli
     return parse_config(text, "<bench>", base_dir=work)
 
 
-def plc_sinks(work: Path, mqtt_port: int, opcua_port: int, plc_port: int | None) -> list[dict[str, Any]]:
+def plc_sinks(work: Path, mqtt_port: int, opcua_port: int, plc_port: int | None,
+              opcua_process: bool = False) -> list[dict[str, Any]]:
     sinks: list[dict[str, Any]] = [
         {"type": "mqtt", "port": mqtt_port, "station": "bench", "client_id": "edge-bench",
          "journal": {"path": str(work / "state" / "mqtt.sqlite")}},
         {"type": "opcua-server", "port": opcua_port, "station": "bench",
          "certificate": str(work / "pki" / "server_cert.der"), "private_key": str(work / "pki" / "server_key.pem"),
          "trusted_dir": str(work / "pki" / "trusted"),
-         "users": [{"name": USER, "password": PASSWORD, "role": "read-only"}]},
+         "users": [{"name": USER, "password": PASSWORD, "role": "read-only"}], "process": opcua_process},
     ]
     if plc_port is not None:
         sinks.append({"type": "opcua-client", "url": f"opc.tcp://127.0.0.1:{plc_port}/plc",
@@ -290,7 +292,8 @@ def collect(mqtt_txt: Path, opcua_log: Path, decided: dict[str, int]) -> tuple[l
     return mqtt_ms, ev_ms, dc_ms
 
 
-def bridge_alone(work: Path, mqtt_port: int, opcua_port: int, n: int, rate_ppm: float, ready: Any) -> dict[str, int]:
+def bridge_alone(work: Path, mqtt_port: int, opcua_port: int, n: int, rate_ppm: float, ready: Any,
+                 opcua_process: bool = False) -> dict[str, int]:
     """The mqtt and opcua-server sinks fed verdicts at the line rate by this thread (no pipeline)."""
     from edge.ioloop import IoLoop
     from edge.registry import sink_registry
@@ -299,8 +302,12 @@ def bridge_alone(work: Path, mqtt_port: int, opcua_port: int, n: int, rate_ppm: 
     loop = IoLoop("bench-io")
     loop.start()
     reg = sink_registry()
-    sinks = [reg.validate(c).build(work) for c in plc_sinks(work, mqtt_port, opcua_port, None)]  # type: ignore[attr-defined]
-    sinks[1].use(loop, None)
+    sinks = [reg.validate(c).build(work)  # type: ignore[attr-defined]
+             for c in plc_sinks(work, mqtt_port, opcua_port, None, opcua_process)]
+    if opcua_process:
+        sinks[1].use(None)
+    else:
+        sinks[1].use(loop, None)
     for s in sinks:
         s.start()
     end = time.monotonic() + 60
@@ -354,6 +361,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     ap.add_argument("--allow-spinning", choices=("yes", "no"), default=None,
                     help="the onnxruntime engine's allow_spinning (default: the engine's default)")
+    ap.add_argument("--opcua-process", action="store_true",
+                    help="the opcua-server sink with process: true (the server in a process of its own)")
     ap.add_argument("--switch-interval-ms", type=float, default=None,
                     help="the service process's GIL switch interval (sys.setswitchinterval); default Python's 5 ms")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -412,12 +421,12 @@ def main() -> int:
         "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "load_avg_start": os.getloadavg()},
         "settings": {k: getattr(args, k) for k in ("frames", "latency_frames", "rounds", "rate_ppm",
                                                    "publishing_ms", "engine", "allow_spinning",
-                                                   "switch_interval_ms")},
+                                                   "switch_interval_ms", "opcua_process")},
     }
     try:
         # latency, paced at the line rate, the mqtt + opcua-server sinks on
-        cfg = make_config(work, plc_sinks(work, broker.port, opcua_port, None), args.rate_ppm, 0, args.engine,
-                          spin)
+        cfg = make_config(work, plc_sinks(work, broker.port, opcua_port, None, args.opcua_process), args.rate_ppm, 0,
+                          args.engine, spin)
         floor = start_floor(broker.port, args.rate_ppm)
         try:
             lat = run_service(cfg, args.latency_frames, lambda: bool(subscribed_ns))
@@ -442,7 +451,7 @@ def main() -> int:
         floor = start_floor(broker.port, args.rate_ppm)
         try:
             alone = bridge_alone(work, broker.port, opcua_port, args.latency_frames, args.rate_ppm,
-                                 lambda: len(subscribed_ns) > n_sub)
+                                 lambda: len(subscribed_ns) > n_sub, args.opcua_process)
         finally:
             floor.kill()
             floor.wait(10)
@@ -462,7 +471,8 @@ def main() -> int:
             order = ["none", "all"] if r % 2 == 0 else ["all", "none"]
             row: dict[str, Any] = {}
             for which in order:
-                sinks = [] if which == "none" else plc_sinks(work, broker.port, opcua_port, plc_port)
+                sinks = [] if which == "none" else plc_sinks(work, broker.port, opcua_port, plc_port,
+                                                             args.opcua_process)
                 run = run_service(make_config(work, sinks, 0, 2, args.engine, spin), args.frames, peers=peers)
                 row[which] = round(run["fps"], 3)
                 row[f"cpu_ms_per_frame_{which}"] = run.get("cpu_ms_per_frame")
@@ -500,9 +510,10 @@ def main() -> int:
     result["floor_meets_mqtt_target"] = fl.get("p99", 1e9) <= 5.0
     result["host"]["load_avg_end"] = os.getloadavg()
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "bridge.json").write_text(json.dumps(result, indent=2) + "\n")
+    stem = "bridge-opcua-process" if args.opcua_process else "bridge"
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, {"with pipeline": [mqtt_ms, ev_ms, dc_ms, floor_ms], "bridge alone": [a_mqtt, a_ev, a_dc, a_floor]},
-         args.out / "bridge.png")
+         args.out / f"{stem}.png")
     print(json.dumps({"latency_ms": lm, "throughput_ratio_median": result["throughput"]["ratio_median"],
                       "peers_cpu_ms_per_frame": result["throughput"]["peers_cpu_ms_per_frame_all_median"],
                       "mqtt_over_floor_ms": result["mqtt_over_floor_ms"], "targets_met": targets}))

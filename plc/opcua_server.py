@@ -14,6 +14,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -33,6 +34,7 @@ from plc.opcua_security import StationRuleset, StationUserManager, UserConfig
 
 if TYPE_CHECKING:
     from edge.control import ServiceContext
+    from plc.opcua_process import OpcUaServerProcess
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +66,28 @@ class OpcUaServerSinkConfig(SinkConfigBase):
     result_store_size: int = Field(
         1000, ge=0, le=100_000, description="Most recent results ResultManagement.GetResultById can find (0: none)."
     )
+    process: bool = Field(
+        False,
+        description="Run the server in a process of its own (plc.opcua_process): asyncua's per-verdict Python "
+        "then does not hold the service's GIL, so the MQTT path and the inference worker do not wait behind it "
+        "(benchmarks/bridge_isolation.py); costs a hand-off between processes per verdict.",
+    )
 
-    def build(self, base_dir: Path) -> OpcUaServerSink:
+    def build(self, base_dir: Path) -> OpcUaServerSink | OpcUaServerProcess:
         def resolve(p: str) -> Path:
             path = Path(p).expanduser()
             return path if path.is_absolute() else base_dir / path
 
+        if self.process:
+            from plc.opcua_process import OpcUaServerProcess
+
+            return OpcUaServerProcess(
+                self.name or "opcua-server",
+                self,
+                resolve(self.certificate),
+                resolve(self.private_key),
+                resolve(self.trusted_dir),
+            )
         return OpcUaServerSink(
             self.name or "opcua-server",
             self,
@@ -77,6 +95,18 @@ class OpcUaServerSinkConfig(SinkConfigBase):
             resolve(self.private_key),
             resolve(self.trusted_dir),
         )
+
+
+def workers_ready(ctx: ServiceContext | None, max_age_s: float) -> bool:
+    """The service's inference worker and watchdog beat recently (True outside a service)."""
+    if ctx is None:
+        return True
+    try:
+        workers = ctx.workers()
+    except Exception:
+        return False
+    ages = [workers.get("inference_heartbeat_age_s"), workers.get("watchdog_heartbeat_age_s")]
+    return all(a is not None and float(a) <= max_age_s for a in ages)  # None: not running
 
 
 class OpcUaServerSink:
@@ -90,7 +120,7 @@ class OpcUaServerSink:
         self.ioloop: IoLoop | None = None
         self._lock = threading.Lock()
         self._inflight = 0
-        self._queue: asyncio.Queue[Verdict] | None = None
+        self._queue: asyncio.Queue[Verdict | dict[str, Any]] | None = None
         self.submitted = self.written = self.dropped = self.errors = 0
         self.last_error: str | None = None
         self.untrusted = 0
@@ -98,6 +128,7 @@ class OpcUaServerSink:
         self.ruleset = StationRuleset()
         self.vision: VisionServer | None = None
         self._consumer: Any = None
+        self._probe_override: Callable[[], bool] | None = None
 
     @property
     def endpoint(self) -> str:
@@ -109,23 +140,22 @@ class OpcUaServerSink:
         self.ioloop = ctx.ioloop
         self.control = ctx.control
 
-    def use(self, ioloop: IoLoop, control: Control | None = None) -> None:
-        """Run on this loop with this control (tests, tools): what `bind` does for the service."""
+    def use(
+        self, ioloop: IoLoop, control: Control | None = None, ready_probe: Callable[[], bool] | None = None
+    ) -> None:
+        """Run on this loop with this control (tests, tools, the server's own process): what `bind`
+        does for the service; `ready_probe` replaces the service's health check."""
         self.ioloop = ioloop
         self.control = control
+        self._probe_override = ready_probe
 
     def _ready_probe(self) -> bool:
         """Cheap health of the service for Ready (runs at every heartbeat, on the I/O loop)."""
         if self._inflight > self.cfg.queue_size // 2:  # the server cannot keep up: say so
             return False
-        if self.ctx is None:
-            return True
-        try:
-            workers = self.ctx.workers()
-        except Exception:
-            return False
-        ages = [workers.get("inference_heartbeat_age_s"), workers.get("watchdog_heartbeat_age_s")]
-        return all(a is not None and float(a) <= self.cfg.max_heartbeat_age_s for a in ages)  # None: not running
+        if self._probe_override is not None:
+            return self._probe_override()
+        return workers_ready(self.ctx, self.cfg.max_heartbeat_age_s)
 
     async def _configure(self, server: Server) -> None:
         cfg = self.cfg
@@ -208,27 +238,32 @@ class OpcUaServerSink:
     async def _consume(self) -> None:
         assert self._queue is not None and self.vision is not None
         while True:
-            verdict = await self._queue.get()
+            item = await self._queue.get()
+            record = item if isinstance(item, dict) else item.to_dict()
             try:
-                await self.vision.publish(verdict.to_dict())
+                await self.vision.publish(record)
                 self.written += 1
             except Exception as exc:
                 self.errors += 1
                 self.last_error = str(exc)
-                log.exception("opcua server: publishing %s failed", verdict.result_id)
+                log.exception("opcua server: publishing %s failed", record.get("result_id"))
             finally:
                 with self._lock:
                     self._inflight -= 1
 
-    def _put(self, verdict: Verdict) -> None:
+    def _put(self, item: Verdict | dict[str, Any]) -> None:
         if self._queue is None:
             with self._lock:
                 self._inflight -= 1
                 self.dropped += 1
             return
-        self._queue.put_nowait(verdict)
+        self._queue.put_nowait(item)
 
     def submit(self, verdict: Verdict) -> bool:
+        return self.submit_record(verdict)
+
+    def submit_record(self, item: Verdict | dict[str, Any]) -> bool:
+        """A verdict, or its record (`Verdict.to_dict()`, as the server's own process receives it)."""
         loop = self.ioloop
         with self._lock:
             if loop is None or self._inflight >= self.cfg.queue_size:
@@ -236,7 +271,7 @@ class OpcUaServerSink:
                 return False
             self._inflight += 1
             self.submitted += 1
-        loop.call_soon(self._put, verdict)
+        loop.call_soon(self._put, item)
         return True
 
     def close(self, timeout: float = 5.0) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.ioloop import IoLoop
 from tests.plc.peers import Mosquitto
 
 
@@ -16,3 +17,12 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     b.start()
     yield b
     b.stop()
+
+
+@pytest.fixture
+def ioloop() -> Iterator[IoLoop]:
+    """An I/O loop in its own thread (the service's kind), for OPC UA servers and clients."""
+    loop = IoLoop("test-io")
+    loop.start()
+    yield loop
+    loop.stop()

@@ -19,9 +19,7 @@ from edge.ioloop import IoLoop
 from plc.machine_vision import NAMESPACE_URI, RESULT_READY_EVENT_TYPE
 from plc.machine_vision.server import STATION_NS
 from tests.plc.peers import RecordingControl, free_port, make_client_pki, make_verdict
-from tests.plc.test_opcua_server import Collector, client, ioloop, start_server, wait_for
-
-__all__ = ["ioloop"]  # the fixture, imported
+from tests.plc.test_opcua_server import Collector, client, start_server, wait_for
 
 
 class SetsControl(RecordingControl):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -25,14 +25,6 @@ USERS = [
     {"name": "op", "password": "op-pw", "role": "operator"},
     {"name": "eng", "password": "eng-pw", "role": "engineer"},
 ]
-
-
-@pytest.fixture
-def ioloop() -> Iterator[IoLoop]:
-    loop = IoLoop("test-io")
-    loop.start()
-    yield loop
-    loop.stop()
 
 
 def start_server(tmp_path: Path, ioloop: IoLoop, control: Any = None, **cfg: Any) -> OpcUaServerSink:

@@ -1,5 +1,6 @@
 """The OPC UA server inside a real service (replay camera, ONNX Runtime): a PLC client's Halt /
-StartSingleJob / StartContinuous drive the pipeline itself, and the flat variables follow the verdicts."""
+StartSingleJob / StartContinuous drive the pipeline itself, and the flat variables follow the verdicts;
+the same with the server in a process of its own (`process: true`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
@@ -20,7 +22,10 @@ from plc.machine_vision.server import STATION_NS
 from tests.plc.peers import free_port, make_client_pki
 
 
-def test_plc_methods_drive_the_real_pipeline(model_path: Path, demo_images: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("process", [False, True], ids=["in-process", "own-process"])
+def test_plc_methods_drive_the_real_pipeline(
+    model_path: Path, demo_images: Path, tmp_path: Path, process: bool
+) -> None:
     port = free_port()
     pki = make_client_pki(tmp_path / "client", tmp_path / "pki" / "trusted")
     text = yaml.safe_dump({
@@ -28,7 +33,7 @@ def test_plc_methods_drive_the_real_pipeline(model_path: Path, demo_images: Path
         "cameras": [{"type": "replay", "name": "cam", "path": str(demo_images), "rate_ppm": 600, "loop": True}],
         "engine": {"type": "onnxruntime", "model": str(model_path), "intra_op_threads": 1, "warmup": 1},
         "pipeline": {"budget_ms": 3000, "ring_slots": 4},
-        "sinks": [{"type": "opcua-server", "port": port, "station": "cell",
+        "sinks": [{"type": "opcua-server", "port": port, "station": "cell", "process": process,
                    "users": [{"name": "plc", "password": "plc-pw", "role": "operator"}]}],
         "metrics": {"port": 0},
     })
@@ -87,6 +92,7 @@ def test_plc_methods_drive_the_real_pipeline(model_path: Path, demo_images: Path
             assert await until(lambda: _async_true(len(after()) >= 3))
             log["running_reasons"] = {v.failsafe_reason for v in after()}
             log["sequence"] = await var("Sequence").read_value()
+            log["health"] = next(h for h in svc.snapshot().sinks if h["name"] == "opcua-server")
         finally:
             await c.disconnect()
 
@@ -99,6 +105,10 @@ def test_plc_methods_drive_the_real_pipeline(model_path: Path, demo_images: Path
     assert log["failsafe_flat"] == (True, False) and log["verdict_flat"] == "halted"
     assert FailsafeReason.HALTED not in log["running_reasons"]
     assert log["sequence"] >= 9
+    health = log["health"]
+    assert health["live"] and health["events"] >= 9 and health["written"] >= 9
+    if process:  # the server's own process, and what it published came through it
+        assert health["process"]["pid"] and health["process"]["restarts"] == 0
 
 
 async def _gt(node: Any, n: int) -> bool:
