@@ -147,6 +147,7 @@ class PlcDemo:
             "private_key": str(self.pki / "server_key.pem"),
             "trusted_dir": str(self.pki / "trusted"),
             "users": [{"name": DEMO_USER, "password": self.password, "role": "read-only"}],
+            "process": True,  # the server in a process of its own (docs/PLC.md): off the service's GIL
         })
         return out
 

@@ -87,7 +87,8 @@ class OpcUaServerProcess:
         self._sock: socket.socket | None = None
         self._proc: Any = None
         self._lock = threading.Lock()  # one sender of state and replies at a time
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # the state pusher, and the restart back-off, end
+        self._closing = False
         self._threads: list[threading.Thread] = []
         self._rpc = ThreadPoolExecutor(max_workers=2, thread_name_prefix=f"opcua-{name}-rpc")
         self._health: dict[str, Any] = {}
@@ -178,9 +179,9 @@ class OpcUaServerProcess:
             log.debug("opcua server %s: state not sent: %s", self.name, exc)
 
     def close(self, timeout: float = 5.0) -> None:
+        self._closing = True
         self._stop.set()
         sock, proc = self._sock, self._proc
-        self._sock = None
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_WR)  # EOF: the server process publishes what it has and stops
@@ -192,10 +193,11 @@ class OpcUaServerProcess:
                 log.warning("opcua server %s: its process did not stop in %.1f s; killed", self.name, timeout)
                 proc.kill()
                 proc.join(5)
+        for t in self._threads:  # the reader takes the server's last health report, then its EOF
+            t.join(2.0)
+        self._sock = None
         if sock is not None:
             sock.close()
-        for t in self._threads:
-            t.join(2.0)
         self._rpc.shutdown(wait=False, cancel_futures=True)
 
     def health(self) -> dict[str, Any]:
@@ -222,8 +224,8 @@ class OpcUaServerProcess:
 
     def _reader(self) -> None:
         backoff = 1.0
-        while not self._stop.is_set():
-            sock = self._sock
+        sock = self._sock
+        while True:
             data = b""
             if sock is not None:
                 try:
@@ -233,18 +235,23 @@ class OpcUaServerProcess:
             if data:
                 self._handle(data)
                 continue
-            if self._stop.is_set():
+            if self._closing:
                 return
             # the server process is gone: say so, start it again with back-off
+            if self._proc is not None:
+                self._proc.join(1.0)
             code = self._proc.exitcode if self._proc is not None else None
             self.last_error = f"opcua server process exited ({code})"
             log.error("opcua server %s: %s; starting it again in %.0f s", self.name, self.last_error, backoff)
             self._sock = None
             self._health["live"] = False
+            if sock is not None:
+                sock.close()
             if self._stop.wait(backoff):
                 return
             try:
                 self._spawn(timeout=120.0)
+                sock = self._sock
                 self.restarts += 1
                 backoff = 1.0
             except Exception as exc:
@@ -408,3 +415,7 @@ def server_main(
         stop.set()
         sink.close()
         loop.stop()
+        try:
+            _send(sock, b"H", sink.health())  # the final counts, for the service's summary
+        except OSError:
+            pass
