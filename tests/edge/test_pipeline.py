@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 import tracemalloc
 from collections import Counter
@@ -164,11 +165,15 @@ def test_overload_keeps_memory_bounded_and_every_frame_decided(model_path: Path,
     rss: dict[int, int] = {}  # resident bytes of the process at verdict n
     page = os.sysconf("SC_PAGE_SIZE")
 
+    counted = threading.Lock()  # verdicts are emitted from more than one thread (worker, overflow)
+
     def watch(_verdict: Verdict, _frame: Frame) -> None:
-        occupancy.append(service.pipeline.ring.occupied)
-        if len(occupancy) in (100, 390):
+        with counted:
+            occupancy.append(service.pipeline.ring.occupied)
+            n = len(occupancy)
+        if n in (100, 390):
             with open("/proc/self/statm") as f:
-                rss[len(occupancy)] = int(f.read().split()[1]) * page
+                rss[n] = int(f.read().split()[1]) * page
 
     service.pipeline.subscribe(watch, "test")
     summary, col = run(service)
