@@ -52,6 +52,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 FRAME_MODEL = REPO / "models" / "pcb-yolo11n-320.onnx"
 
+from proc_cpu import process_cpu_s  # noqa: E402
+
 from edge.app import build_service  # noqa: E402
 from edge.config import parse_config  # noqa: E402
 from edge.demo import DEMO_DATA  # noqa: E402
@@ -166,6 +168,53 @@ def _floor(args: argparse.Namespace) -> None:
         t += period
 
 
+class Rig:
+    """The test rig's own processes on this host: a mosquitto on a free loopback port, the worker
+    process (the OPC UA subscriber and the PLC stand-in server; its subscriptions are timed into
+    `subscribed_ns`), and `mosquitto_sub` on `topics`, its receipts (%U) in `mqtt_txt`."""
+
+    def __init__(self, work: Path, publishing_ms: float, topics: list[str]) -> None:
+        self.work = work
+        self.broker = Mosquitto(work / "broker", persistence=False)
+        self.broker.start()
+        self.opcua_port, self.plc_port = free_port(), free_port()
+        pair = make_leaf(None, "bench client", dns=["localhost"], uri="urn:edge-inspect:bench-client")
+        write_keypair(pair, work / "client" / "cert.pem", work / "client" / "key.pem")
+        (work / "pki" / "trusted").mkdir(parents=True, exist_ok=True)
+        (work / "pki" / "trusted" / "bench-client.der").write_bytes(pair.cert_der())
+        self.opcua_log = work / "opcua.jsonl"
+        self.worker = subprocess.Popen(
+            [sys.executable, __file__, "--worker", "--url", f"opc.tcp://127.0.0.1:{self.opcua_port}/edge-inspect",
+             "--plc-port", str(self.plc_port), "--cert", str(work / "client" / "cert.pem"), "--key",
+             str(work / "client" / "key.pem"), "--out-file", str(self.opcua_log), "--publishing-ms",
+             str(publishing_ms)],
+            stdout=subprocess.PIPE, stderr=(work / "worker.log").open("w"), text=True)
+        assert self.worker.stdout is not None and self.worker.stdout.readline().strip() == "ready"
+        self.subscribed_ns: list[int] = []
+        threading.Thread(target=self._read_worker, daemon=True).start()
+        self.mqtt_txt = work / "mqtt.txt"
+        self._mqtt_out = self.mqtt_txt.open("w")
+        line_buffered = [shutil.which("stdbuf") or "stdbuf", "-oL"] if shutil.which("stdbuf") else []
+        self.msub = subprocess.Popen(
+            [*line_buffered, shutil.which("mosquitto_sub") or "mosquitto_sub", "-h", "127.0.0.1", "-p",
+             str(self.broker.port), "-q", "1", *[a for t in topics for a in ("-t", t)], "-F", "%U %p"],
+            stdout=self._mqtt_out, stderr=subprocess.DEVNULL)
+
+    def _read_worker(self) -> None:
+        assert self.worker.stdout is not None
+        for line in self.worker.stdout:
+            if line.startswith("subscribed"):
+                self.subscribed_ns.append(int(line.split()[1]))
+
+    def stop(self) -> None:
+        self.msub.send_signal(signal.SIGTERM)
+        self.msub.wait(10)
+        self._mqtt_out.close()
+        self.worker.kill()
+        self.worker.wait(10)
+        self.broker.stop()
+
+
 def _ns(t: dt.datetime) -> int:
     if t.tzinfo is None:
         t = t.replace(tzinfo=dt.timezone.utc)
@@ -207,15 +256,6 @@ def plc_sinks(work: Path, mqtt_port: int, opcua_port: int, plc_port: int | None,
                                "sequence": "ns=2;s=DB.Sequence"},
                       "journal": {"path": str(work / "state" / "opcua-client.sqlite")}})
     return sinks
-
-
-def process_cpu_s(pid: int) -> float:
-    """CPU time (user + system, every thread) of a process so far (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_service(cfg: Any, frames: int, ready: Any = None, peers: dict[str, int] | None = None) -> dict[str, Any]:
@@ -394,36 +434,10 @@ def main() -> int:
     if args.switch_interval_ms is not None:
         sys.setswitchinterval(args.switch_interval_ms / 1e3)
     spin = None if args.allow_spinning is None else args.allow_spinning == "yes"
-    work = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
-    broker = Mosquitto(work / "broker", persistence=False)
-    broker.start()
-    opcua_port, plc_port = free_port(), free_port()
-    pair = make_leaf(None, "bench client", dns=["localhost"], uri="urn:edge-inspect:bench-client")
-    write_keypair(pair, work / "client" / "cert.pem", work / "client" / "key.pem")
-    (work / "pki" / "trusted").mkdir(parents=True, exist_ok=True)
-    (work / "pki" / "trusted" / "bench-client.der").write_bytes(pair.cert_der())
-    opcua_log = work / "opcua.jsonl"
-    worker = subprocess.Popen(
-        [sys.executable, __file__, "--worker", "--url", f"opc.tcp://127.0.0.1:{opcua_port}/edge-inspect",
-         "--plc-port", str(plc_port), "--cert", str(work / "client" / "cert.pem"), "--key",
-         str(work / "client" / "key.pem"), "--out-file", str(opcua_log), "--publishing-ms", str(args.publishing_ms)],
-        stdout=subprocess.PIPE, stderr=(work / "worker.log").open("w"), text=True)
-    assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
-    subscribed_ns: list[int] = []
-
-    def read_worker() -> None:
-        assert worker.stdout is not None
-        for line in worker.stdout:
-            if line.startswith("subscribed"):
-                subscribed_ns.append(int(line.split()[1]))
-
-    threading.Thread(target=read_worker, daemon=True).start()
-    mqtt_log = (work / "mqtt.txt").open("w")
-    line_buffered = [shutil.which("stdbuf") or "stdbuf", "-oL"] if shutil.which("stdbuf") else []
-    msub = subprocess.Popen([*line_buffered, shutil.which("mosquitto_sub") or "mosquitto_sub", "-h", "127.0.0.1", "-p",
-                             str(broker.port), "-q", "1", "-t", "edge-inspect/bench/verdict", "-t", FLOOR_TOPIC,
-                             "-F", "%U %p"],
-                            stdout=mqtt_log, stderr=subprocess.DEVNULL)
+    rig = Rig(Path(tempfile.mkdtemp(prefix="bench-bridge-")), args.publishing_ms,
+              ["edge-inspect/bench/verdict", FLOOR_TOPIC])
+    work, broker, opcua_port, plc_port = rig.work, rig.broker, rig.opcua_port, rig.plc_port
+    opcua_log, subscribed_ns = rig.opcua_log, rig.subscribed_ns
     result: dict[str, Any] = {
         "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "load_avg_start": os.getloadavg()},
         "settings": {k: getattr(args, k) for k in ("frames", "latency_frames", "rounds", "rate_ppm",
@@ -472,8 +486,8 @@ def main() -> int:
         # throughput, interleaved: none / all three
         rounds = []
         # the rig's own processes: on a station the PLC and the subscribers are other machines
-        peers = {"broker": broker.proc.pid if broker.proc else 0, "plc_and_opcua_subscriber": worker.pid,
-                 "mosquitto_sub": msub.pid}
+        peers = {"broker": broker.proc.pid if broker.proc else 0, "plc_and_opcua_subscriber": rig.worker.pid,
+                 "mosquitto_sub": rig.msub.pid}
         for r in range(args.rounds):
             order = ["none", "all"] if r % 2 == 0 else ["all", "none"]
             row: dict[str, Any] = {}
@@ -497,12 +511,7 @@ def main() -> int:
                                 "service_cpu_ms_per_frame_ratio_median": round(statistics.median(
                                     r["cpu_ms_per_frame_all"] / r["cpu_ms_per_frame_none"] for r in rounds), 4)}
     finally:
-        msub.send_signal(signal.SIGTERM)
-        msub.wait(10)
-        mqtt_log.close()
-        worker.kill()
-        worker.wait(10)
-        broker.stop()
+        rig.stop()
     lm = result["latency_ms"]
     targets = {
         "mqtt_p99_le_5ms": lm["mqtt_qos1"].get("p99", 1e9) <= 5.0,

@@ -23,10 +23,8 @@ import multiprocessing as mp
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -39,8 +37,7 @@ import bridge as B  # noqa: E402
 
 from edge.ioloop import IoLoop  # noqa: E402
 from edge.registry import sink_registry  # noqa: E402
-from plc.certs import make_leaf, write_keypair  # noqa: E402
-from tests.plc.peers import Mosquitto, free_port, make_verdict  # noqa: E402
+from tests.plc.peers import make_verdict  # noqa: E402
 
 
 def _child(conn: Any, work: Path, mqtt_port: int, opcua_port: int) -> None:
@@ -63,8 +60,8 @@ def _child(conn: Any, work: Path, mqtt_port: int, opcua_port: int) -> None:
     loop.stop()
 
 
-def one_arm(mode: str, args: argparse.Namespace, work: Path, broker: Mosquitto, opcua_port: int,
-            subscribed: list[int], mqtt_txt: Path, opcua_log: Path) -> dict[str, Any]:
+def one_arm(mode: str, args: argparse.Namespace, rig: B.Rig) -> dict[str, Any]:
+    work, broker, opcua_port, subscribed = rig.work, rig.broker, rig.opcua_port, rig.subscribed_ns
     reg = sink_registry()
     mqtt = reg.validate(B.plc_sinks(work, broker.port, opcua_port, None)[0]).build(work)  # type: ignore[attr-defined]
     mqtt.start()
@@ -105,7 +102,7 @@ def one_arm(mode: str, args: argparse.Namespace, work: Path, broker: Mosquitto, 
     else:
         parent.send(None)
         proc.join(15)
-    m, e, d = B.collect(mqtt_txt, opcua_log, decided)
+    m, e, d = B.collect(rig.mqtt_txt, rig.opcua_log, decided)
     return {"mqtt_qos1": B.pct(m), "opcua_event": B.pct(e), "opcua_datachange": B.pct(d),
             "_raw": {"mqtt_qos1": m, "opcua_event": e}}
 
@@ -120,47 +117,18 @@ def main() -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    work = Path(tempfile.mkdtemp(prefix="bench-isolation-"))
-    broker = Mosquitto(work / "broker", persistence=False)
-    broker.start()
-    opcua_port, plc_port = free_port(), free_port()
-    pair = make_leaf(None, "bench client", dns=["localhost"], uri="urn:edge-inspect:bench-client")
-    write_keypair(pair, work / "client" / "cert.pem", work / "client" / "key.pem")
-    (work / "pki" / "trusted").mkdir(parents=True, exist_ok=True)
-    (work / "pki" / "trusted" / "bench-client.der").write_bytes(pair.cert_der())
-    opcua_log = work / "opcua.jsonl"
-    worker = subprocess.Popen(
-        [sys.executable, B.__file__, "--worker", "--url", f"opc.tcp://127.0.0.1:{opcua_port}/edge-inspect",
-         "--plc-port", str(plc_port), "--cert", str(work / "client" / "cert.pem"), "--key",
-         str(work / "client" / "key.pem"), "--out-file", str(opcua_log), "--publishing-ms", "10"],
-        stdout=subprocess.PIPE, stderr=(work / "worker.log").open("w"), text=True)
-    assert worker.stdout is not None and worker.stdout.readline().strip() == "ready"
-    subscribed: list[int] = []
-
-    def read_worker() -> None:
-        assert worker.stdout is not None
-        for line in worker.stdout:
-            if line.startswith("subscribed"):
-                subscribed.append(1)
-
-    threading.Thread(target=read_worker, daemon=True).start()
-    mqtt_txt = work / "mqtt.txt"
-    msub = subprocess.Popen(["stdbuf", "-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1",
-                             "-t", "edge-inspect/bench/verdict", "-F", "%U %p"],
-                            stdout=mqtt_txt.open("w"), stderr=subprocess.DEVNULL)
+    rig = B.Rig(Path(tempfile.mkdtemp(prefix="bench-isolation-")), 10.0, ["edge-inspect/bench/verdict"])
     rounds: list[dict[str, Any]] = []
     try:
         for r in range(args.rounds):
             row: dict[str, Any] = {}
             for mode in (("in-process", "child") if r % 2 == 0 else ("child", "in-process")):
-                row[mode] = one_arm(mode, args, work, broker, opcua_port, subscribed, mqtt_txt, opcua_log)
+                row[mode] = one_arm(mode, args, rig)
                 print(f"round {r + 1} {mode}: " + json.dumps({k: v for k, v in row[mode].items() if k != "_raw"}),
                       flush=True)
             rounds.append(row)
     finally:
-        msub.terminate()
-        worker.kill()
-        broker.stop()
+        rig.stop()
     summary = {
         mode: {path: {q: round(statistics.median(rw[mode][path][q] for rw in rounds), 3) for q in ("p50", "p99")}
                for path in ("mqtt_qos1", "opcua_event", "opcua_datachange")}

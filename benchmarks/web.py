@@ -45,6 +45,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 MODEL = REPO / "models" / "pcb-ref-yolo11n-320.onnx"  # the demo's golden-reference model
 
+from proc_cpu import stat_cpu_s  # noqa: E402
+
 from edge.app import build_service  # noqa: E402
 from edge.config import parse_config  # noqa: E402
 from edge.demo import DEMO_DATA  # noqa: E402
@@ -166,25 +168,14 @@ class Client:
 
 def thread_cpu_ms() -> dict[str, float]:
     """CPU time (ms) of each live Python thread so far, by name (Linux /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
     for t in threading.enumerate():
-        try:
-            fields = Path(f"/proc/self/task/{t.native_id}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+        cpu = stat_cpu_s(Path(f"/proc/self/task/{t.native_id}/stat"))
+        if cpu is None:
             continue
         name = "sink-*" if t.name.startswith("sink-") and t.name not in ("sink-audit",) else t.name
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) * 1e3 / tick
+        out[name] = out.get(name, 0.0) + cpu * 1e3
     return out
-
-
-def process_cpu_ms(pid: int) -> float | None:
-    """CPU time (ms, every thread) of another process so far (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) * 1e3 / os.sysconf("SC_CLK_TCK")
 
 
 def run(cfg: Any, frames: int, browser: bool, warmup: int = 20) -> dict[str, Any]:
@@ -206,7 +197,7 @@ def run(cfg: Any, frames: int, browser: bool, warmup: int = 20) -> dict[str, Any
             marks["t" + at], marks["cpu" + at] = v.decided_ns, resource.getrusage(resource.RUSAGE_SELF)
             marks["threads" + at] = thread_cpu_ms()
             pid = client.pid if client is not None else None
-            marks["client" + at] = process_cpu_ms(pid) if pid else None
+            marks["client" + at] = stat_cpu_s(Path(f"/proc/{pid}/stat")) if pid else None
 
     p.subscribe(listener, "benchmark")
     surface = next((c for c in service.components if isinstance(c, OperatorSurface)), None)
@@ -249,7 +240,9 @@ def run(cfg: Any, frames: int, browser: bool, warmup: int = 20) -> dict[str, Any
         out["client_events"] = client.events.value if client is not None else None
         c0, c1 = marks.get("client0"), marks.get("client1")
         # the client's own process (a tablet at the line, elsewhere on a station) shares these CPUs here
-        out["client_cpu_ms_per_frame"] = round((c1 - c0) / steady, 3) if c0 is not None and c1 is not None else None
+        out["client_cpu_ms_per_frame"] = (
+            round((c1 - c0) * 1e3 / steady, 3) if c0 is not None and c1 is not None else None
+        )
     return out
 
 

@@ -52,13 +52,9 @@ MAX_MESSAGE = 1 << 20  # one datagram: a verdict record is a few KB
 ACTIONS = frozenset({"halt", "resume", "single", "activate_recipe", "activate_decision_set"})
 
 
-def _send(sock: socket.socket, kind: bytes, doc: Any, block: bool = True) -> bool:
-    data = kind + json.dumps(doc, separators=(",", ":")).encode()
-    try:
-        sock.send(data) if block else sock.send(data, socket.MSG_DONTWAIT)
-    except (BlockingIOError, InterruptedError):
-        return False
-    return True
+def _send(sock: socket.socket, kind: bytes, doc: Any) -> None:
+    """One message: a datagram, written whole (concurrent senders cannot interleave)."""
+    sock.send(kind + json.dumps(doc, separators=(",", ":")).encode())
 
 
 def _state(control: Any, ready: bool) -> dict[str, Any]:
@@ -86,7 +82,6 @@ class OpcUaServerProcess:
         self._probe: Callable[[], bool] | None = None
         self._sock: socket.socket | None = None
         self._proc: Any = None
-        self._lock = threading.Lock()  # one sender of state and replies at a time
         self._stop = threading.Event()  # the state pusher, and the restart back-off, end
         self._closing = False
         self._threads: list[threading.Thread] = []
@@ -98,7 +93,7 @@ class OpcUaServerProcess:
 
     @property
     def endpoint(self) -> str:
-        return f"opc.tcp://{self.cfg.host}:{self.cfg.port}/{self.cfg.path}"
+        return self.cfg.endpoint
 
     # -- wiring -------------------------------------------------------------------------------------
     def bind(self, ctx: ServiceContext) -> None:
@@ -173,8 +168,7 @@ class OpcUaServerProcess:
             return
         try:
             state = _state(self.control, self._ready())
-            with self._lock:
-                _send(sock, b"S", state)
+            _send(sock, b"S", state)
         except Exception as exc:  # a closed socket (the process is gone: the reader restarts it)
             log.debug("opcua server %s: state not sent: %s", self.name, exc)
 
@@ -281,8 +275,7 @@ class OpcUaServerProcess:
         sock = self._sock
         if sock is not None:
             try:
-                with self._lock:
-                    _send(sock, b"R", reply)
+                _send(sock, b"R", reply)
             except (OSError, TypeError, ValueError) as exc:
                 log.warning("opcua server %s: reply to %s not sent: %s", self.name, method, exc)
 

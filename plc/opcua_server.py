@@ -73,22 +73,21 @@ class OpcUaServerSinkConfig(SinkConfigBase):
         "(benchmarks/bridge_isolation.py); costs a hand-off between processes per verdict.",
     )
 
+    @property
+    def endpoint(self) -> str:
+        return f"opc.tcp://{self.host}:{self.port}/{self.path}"
+
     def build(self, base_dir: Path) -> OpcUaServerSink | OpcUaServerProcess:
         def resolve(p: str) -> Path:
             path = Path(p).expanduser()
             return path if path.is_absolute() else base_dir / path
 
+        kind: type[OpcUaServerSink] | type[OpcUaServerProcess] = OpcUaServerSink
         if self.process:
             from plc.opcua_process import OpcUaServerProcess
 
-            return OpcUaServerProcess(
-                self.name or "opcua-server",
-                self,
-                resolve(self.certificate),
-                resolve(self.private_key),
-                resolve(self.trusted_dir),
-            )
-        return OpcUaServerSink(
+            kind = OpcUaServerProcess
+        return kind(
             self.name or "opcua-server",
             self,
             resolve(self.certificate),
@@ -132,7 +131,7 @@ class OpcUaServerSink:
 
     @property
     def endpoint(self) -> str:
-        return f"opc.tcp://{self.cfg.host}:{self.cfg.port}/{self.cfg.path}"
+        return self.cfg.endpoint
 
     # -- wiring ---------------------------------------------------------------------------------------
     def bind(self, ctx: ServiceContext) -> None:
