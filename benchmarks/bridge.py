@@ -243,8 +243,7 @@ def make_config(work: Path, sinks: list[dict[str, Any]], rate_ppm: float, in_fli
 def plc_sinks(work: Path, mqtt_port: int, opcua_port: int, plc_port: int | None,
               opcua_process: bool = False) -> list[dict[str, Any]]:
     sinks: list[dict[str, Any]] = [
-        {"type": "mqtt", "port": mqtt_port, "station": "bench", "client_id": "edge-bench",
-         "journal": {"path": str(work / "state" / "mqtt.sqlite")}},
+        {"type": "mqtt", "port": mqtt_port, "station": "bench", "client_id": "edge-bench"},
         {"type": "opcua-server", "port": opcua_port, "station": "bench",
          "certificate": str(work / "pki" / "server_cert.der"), "private_key": str(work / "pki" / "server_key.pem"),
          "trusted_dir": str(work / "pki" / "trusted"),
@@ -253,8 +252,7 @@ def plc_sinks(work: Path, mqtt_port: int, opcua_port: int, plc_port: int | None,
     if plc_port is not None:
         sinks.append({"type": "opcua-client", "url": f"opc.tcp://127.0.0.1:{plc_port}/plc",
                       "tags": {"verdict_code": "ns=2;s=DB.VerdictCode", "part_id": "ns=2;s=DB.PartId",
-                               "sequence": "ns=2;s=DB.Sequence"},
-                      "journal": {"path": str(work / "state" / "opcua-client.sqlite")}})
+                               "sequence": "ns=2;s=DB.Sequence"}})
     return sinks
 
 

@@ -32,6 +32,7 @@ from edge.ioloop import IoLoop
 from edge.metrics import PipelineMetrics
 from edge.pipeline import Pipeline
 from edge.sinks.base import bind_sink
+from edge.sinks.outbox import attach_outbox
 from edge.snapshot import EngineInfo, ServiceSnapshot
 from edge.web.surface import OperatorSurface
 
@@ -278,6 +279,7 @@ def build_service(cfg: LoadedConfig, max_frames: int | None = None) -> Service:
         sinks = [s.build(cfg.base_dir) for s in cfg.sinks]
         surface = OperatorSurface.from_config(cfg)  # audit (a sink), evidence, web: edge.web.surface
         sinks += surface.sinks()
+        sinks = attach_outbox(sinks)  # the durable sinks journal through one outbox: edge.sinks.outbox
     except Exception:
         engine.close()
         raise

@@ -152,7 +152,8 @@ class AppConfig(BaseModel):
     )
     state_dir: str = Field(
         "state",
-        description="Where the service keeps its state (sink journals, audit, evidence); relative to the config file.",
+        description=
+            "Where the service keeps its state (the outbox journal, audit, evidence); relative to the config file.",
     )
     recipes: dict[str, RecipeConfig] = Field(
         default_factory=dict,

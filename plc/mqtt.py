@@ -91,10 +91,10 @@ class MqttSink(DurableSink):
         self.behind_backlog = cfg.behind_backlog
 
     def open(self) -> None:
-        self.link.open()
+        self.link.open(meanwhile=self.journal_waiting)
 
     def deliver(self, entries: list[JournalEntry]) -> int | None:
-        self.link.deliver(entries)
+        self.link.deliver(entries, meanwhile=self.journal_waiting)
         waiting = self.backlog() - len(entries)
         self.link.set_state(BEHIND if waiting > self.behind_backlog else ONLINE)
         return None

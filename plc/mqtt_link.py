@@ -4,6 +4,8 @@
 blocks until the broker acknowledged them all; it raises `TransientSinkError` while the broker
 cannot be reached (the durable sink keeps the batch in its journal and retries) and
 `PermanentSinkError` when the broker refused a message for good (not authorised, bad topic).
+Both `open` and `deliver` take a `meanwhile` callback, called between slices (`WAIT_SLICE_S`) of
+their waits, for the durable sink to journal what arrives while the broker is slow to answer.
 paho's network thread reconnects on its own with back-off; `online` is published (retained) on
 the station's state topic at every connect, and the broker publishes the last will `offline`
 when the connection dies without a clean close.
@@ -16,7 +18,7 @@ import os
 import ssl
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,6 +32,12 @@ from plc import mqtt_model
 from plc.stale import classify
 
 log = logging.getLogger(__name__)
+
+WAIT_SLICE_S = 0.05  # a wait on the broker (connect, PUBACK) is cut into slices; `meanwhile` runs between
+
+
+def _nothing() -> None:
+    pass
 
 
 class Entry(Protocol):
@@ -105,7 +113,7 @@ class MqttLink:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    def open(self) -> None:
+    def open(self, meanwhile: Callable[[], None] = _nothing) -> None:
         s = self.s
         client = mqtt.Client(
             callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
@@ -138,7 +146,12 @@ class MqttLink:
         except (OSError, ValueError) as exc:
             raise SinkError(f"mqtt sink {self.name}: cannot connect to {s.host}:{s.port} ({exc})") from exc
         client.loop_start()
-        if not self._connected.wait(s.connect_timeout_s):
+        end = time.monotonic() + s.connect_timeout_s
+        while not self._connected.wait(max(0.0, min(WAIT_SLICE_S, end - time.monotonic()))):
+            if time.monotonic() >= end:
+                break
+            meanwhile()
+        if not self.connected:
             log.warning(
                 "mqtt sink %s: broker %s:%s not reachable yet (%s); verdicts wait in the outbox",
                 self.name, s.host, s.port, self.last_error or "no answer",
@@ -218,7 +231,7 @@ class MqttLink:
             self._props[msg.expiry_s] = props
         return props
 
-    def deliver(self, entries: Sequence[Entry]) -> None:
+    def deliver(self, entries: Sequence[Entry], meanwhile: Callable[[], None] = _nothing) -> None:
         """Publish the batch at QoS 1; return once the broker acknowledged every message."""
         client = self._client
         if client is None or not self.connected:
@@ -248,7 +261,7 @@ class MqttLink:
         end = time.monotonic() + self.s.ack_timeout_s
         for result_id, info in pending:
             try:
-                self._await_puback(info, session, end)
+                self._await_puback(info, session, end, meanwhile)
             except (RuntimeError, ValueError) as exc:
                 raise TransientSinkError(f"mqtt publish of {result_id} failed: {exc}") from exc
             except TransientSinkError as exc:
@@ -275,14 +288,20 @@ class MqttLink:
         log.log(logging.WARNING if state != mqtt_model.ONLINE else logging.INFO,
                 "mqtt sink %s: station state %s", self.name, state)
 
-    def _await_puback(self, info: mqtt.MQTTMessageInfo, session: int, end: float) -> None:
+    def _await_puback(
+        self, info: mqtt.MQTTMessageInfo, session: int, end: float, meanwhile: Callable[[], None]
+    ) -> None:
+        waited = False
         while not info.is_published():
             if self._session != session or not self.connected:
                 raise TransientSinkError("connection lost before the PUBACK")
             left = end - time.monotonic()
             if left <= 0:
                 raise TransientSinkError(f"no PUBACK within {self.s.ack_timeout_s:g} s")
-            info.wait_for_publish(min(0.05, left))
+            if waited:
+                meanwhile()
+            info.wait_for_publish(min(WAIT_SLICE_S, left))
+            waited = True
 
     def health(self) -> dict[str, Any]:
         return {

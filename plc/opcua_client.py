@@ -19,6 +19,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -31,7 +32,7 @@ from edge.ioloop import IoLoop
 from edge.sinks.durable import DurableSink, DurableSinkConfigBase
 from edge.sinks.journal import JournalEntry
 from plc.machine_vision.result_model import VERDICT_CODES
-from plc.mqtt_link import age_s, read_password
+from plc.mqtt_link import WAIT_SLICE_S, age_s, read_password
 from plc.stale import classify
 
 if TYPE_CHECKING:
@@ -153,8 +154,13 @@ class OpcUaClientSink(DurableSink):
         except Exception as exc:  # the I/O loop is gone (the service stopping)
             coro.close()
             raise TransientSinkError(f"PLC {self.ocfg.url}: no I/O loop ({exc})") from exc
-        try:
-            return future.result(timeout)
+        end = time.monotonic() + timeout
+        try:  # in slices: what is submitted while the PLC is slow to answer (connect, ack) goes to the journal
+            while not wait_futures([future], timeout=max(0.0, min(WAIT_SLICE_S, end - time.monotonic())))[0]:
+                if time.monotonic() >= end:
+                    raise TimeoutError(f"no answer within {timeout:g} s")
+                self.journal_waiting()
+            return future.result(0)
         except (SinkError, TransientSinkError):
             raise
         except Exception as exc:  # timeout, connection lost, a Bad status from the PLC's stack

@@ -141,6 +141,10 @@ class Journal:
     def count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
 
+    def last_seq(self) -> int:
+        row = self.db.execute("SELECT MAX(seq) FROM entries").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
     def oldest_wall_ns(self) -> int | None:
         row = self.db.execute("SELECT MIN(enqueued_wall_ns) FROM entries").fetchone()
         return int(row[0]) if row and row[0] is not None else None

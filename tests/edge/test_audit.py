@@ -7,6 +7,7 @@ import io
 import json
 import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -209,17 +210,32 @@ def test_sink_full_queue_drops_and_counts_without_blocking(tmp_path: Path) -> No
     assert results.count(True) == 16 and sink.health()["dropped"] == 24
 
 
-def test_sink_writes_straight_into_the_audit_with_no_journal_while_healthy(tmp_path: Path) -> None:
+def test_sink_in_an_outbox_writes_each_verdict_once_beside_another_durable_sink(tmp_path: Path) -> None:
+    """In the service the audit is an outbox member: the verdict's JSON is journaled once for it and
+    the JSON-lines sink, both get every verdict, and nothing waits in the outbox afterwards."""
+    from edge.sinks.jsonl import JsonlSink
+    from edge.sinks.outbox import Outbox
+
     store = AuditStore(tmp_path / "audit.db")
-    sink = AuditSink(store, journal_path=tmp_path / "journal" / "audit.sqlite")
-    sink.start()
+    audit = AuditSink(store)
+    jsonl = JsonlSink("jsonl", tmp_path / "verdicts.jsonl")
+    outbox = Outbox([audit, jsonl], tmp_path / "journal" / "outbox.sqlite")
+    for s in (outbox, audit, jsonl):
+        s.start()
     vs = [make_verdict(i, wall_ns=time.time_ns()) for i in range(50)]
     for v in vs:
-        sink.submit(v)
+        assert outbox.submit(v) and audit.submit(v) and jsonl.submit(v)  # what the emitter does
         time.sleep(0.002)  # at line rate: small batches
-    sink.close(timeout=30)
+    for s in (outbox, audit, jsonl):
+        s.close(timeout=30)
     assert store.result_ids() == {v.result_id for v in vs}
-    assert sink.health()["journaled"] == 0 and not (tmp_path / "journal" / "audit.sqlite").exists()  # written once
+    lines = [json.loads(x)["result_id"] for x in (tmp_path / "verdicts.jsonl").read_text().splitlines()]
+    assert lines == [v.result_id for v in vs]
+    assert outbox.health()["journaled"] == 50 and audit.health()["journaled"] == 50
+    assert audit.health()["written"] == 50 and audit.health()["backlog"] == 0
+    with closing(sqlite3.connect(tmp_path / "journal" / "outbox.sqlite")) as db:
+        assert db.execute("SELECT COUNT(*) FROM entries").fetchone()[0] == 0  # collected once all delivered
+        assert db.execute("SELECT COUNT(*) FROM pending").fetchone()[0] == 0
     store.close()
 
 

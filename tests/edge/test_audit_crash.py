@@ -1,6 +1,7 @@
 """The audit holds every emitted verdict after a SIGKILL of `edge-inspect run` mid-stream: every
 verdict the JSON-lines file saw is in the audit database once the audit's journal is delivered
-(what a restart does first)."""
+(what a restart does first): the JSON-lines sink and the audit journal through one outbox, so
+a verdict reaches neither before it is on disk for both."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import yaml
 
 from edge.audit.sink import AuditSink
 from edge.audit.store import AuditStore
+from edge.sinks.outbox import Outbox
 from tests.service_process import jsonl_ids, sigkill, start_service, wait_for_verdicts
 
 
@@ -48,9 +50,12 @@ def test_audit_holds_every_verdict_after_sigkill(
     seen = jsonl_ids(tmp_path / "verdicts.jsonl")
     store = AuditStore(tmp_path / "state" / "audit.sqlite")
     in_audit_at_kill = store.result_ids()
-    # what a restart does first: the audit sink delivers what its journal still holds
-    sink = AuditSink(store, journal_path=tmp_path / "state" / "journal" / "audit.sqlite")
+    # what a restart does first: the audit writes what the outbox still holds for it
+    sink = AuditSink(store)
+    outbox = Outbox([sink], tmp_path / "state" / "journal" / "outbox.sqlite")
+    outbox.start()
     sink.start()
+    outbox.close(timeout=5)
     sink.close(timeout=30)
     in_audit = store.result_ids()
     store.close()

@@ -244,3 +244,40 @@ def test_best_effort_sink_survives_write_errors_and_counts_drops(
     sink.close()
     h = sink.health()
     assert h["submitted"] + h["dropped"] == 21 and h["written"] == h["submitted"]
+
+
+class SlowLink(Link):
+    """A far side that takes its time to acknowledge (a PLC's ack handshake): `deliver` waits until
+    `answer` is set, calling `journal_waiting()` between slices, as the MQTT and OPC UA sinks do."""
+
+    def __init__(self, journal_path: Path) -> None:
+        super().__init__(journal_path)
+        self.answer = threading.Event()
+        self.waiting = threading.Event()
+
+    def deliver(self, entries: list[JournalEntry]) -> int | None:
+        self.waiting.set()
+        while not self.answer.wait(0.02):
+            self.journal_waiting()
+        return super().deliver(entries)
+
+
+def test_what_arrives_during_a_slow_delivery_is_journaled_and_close_still_ends_it(tmp_path: Path) -> None:
+    sink = SlowLink(tmp_path / "j.sqlite")
+    sink.start()
+    first = verdict(0)
+    sink.submit(first)
+    assert sink.waiting.wait(5)
+    later = [verdict(i) for i in range(1, 21)]
+    for v in later:
+        sink.submit(v)
+    assert wait_for(lambda: sink.journaled == 21, 5), sink.journaled  # on disk while the first still waits
+    assert sink.backlog() == 21 and not sink.received
+    closer = threading.Thread(target=sink.close, kwargs={"timeout": 5.0})
+    closer.start()  # the stop marker is taken by journal_waiting() inside the slow delivery
+    time.sleep(0.2)
+    sink.answer.set()
+    closer.join(10)
+    assert not closer.is_alive()
+    assert [e.result_id for e in sink.received] == [first.result_id] + [v.result_id for v in later]
+    assert sink.health()["backlog"] == 0

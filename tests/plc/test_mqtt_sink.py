@@ -127,3 +127,47 @@ def test_outbox_survives_a_restart_and_is_replayed_as_late(tmp_path: Path) -> No
         sub.stop()
     finally:
         broker.stop()
+
+
+def test_verdicts_are_journaled_while_a_delivery_waits_on_a_frozen_broker(tmp_path: Path, broker: Mosquitto) -> None:
+    """A broker that stops answering (SIGSTOP: the connection stays up, no PUBACK comes) holds the
+    writer in a delivery for up to `ack_timeout_s`; what is submitted meanwhile is still on disk
+    within a wait slice, so a crash of the service at that moment would lose none of it."""
+    import os
+    import signal
+    import sqlite3
+    from contextlib import closing
+
+    def on_disk() -> set[str]:
+        with closing(sqlite3.connect(tmp_path / "outbox.sqlite")) as db:
+            return {r for (r,) in db.execute("SELECT result_id FROM entries")}
+
+    sub = Subscriber("127.0.0.1", broker.port, "edge-inspect/st1/#").start()
+    sink = make_sink(tmp_path, broker.port, ack_timeout_s=30.0)
+    sink.start()
+    assert broker.proc is not None
+    try:
+        assert wait_until(lambda: sink.link.connected, 10)
+        first = make_verdict(0, budget_ms=60_000)
+        os.kill(broker.proc.pid, signal.SIGSTOP)
+        try:
+            assert sink.submit(first)
+            assert wait_until(lambda: first.result_id in on_disk(), 5)
+            time.sleep(0.3)  # the writer is in deliver(), waiting for the PUBACK of `first`
+            later = [make_verdict(i, budget_ms=60_000) for i in range(1, 11)]
+            for v in later:
+                assert sink.submit(v)
+            t0 = time.monotonic()
+            assert wait_until(lambda: {v.result_id for v in later} <= on_disk(), 5), "not journaled during the wait"
+            journaled_s = time.monotonic() - t0
+            assert not sub.ids("/verdict")  # the broker is frozen: nothing was delivered
+        finally:
+            os.kill(broker.proc.pid, signal.SIGCONT)
+        every = [first.result_id] + [v.result_id for v in later]
+        assert wait_until(lambda: set(every) <= set(sub.ids("/verdict")), 30)
+        assert wait_until(lambda: not on_disk(), 10)
+        print(f"frozen broker: 10 verdicts journaled {journaled_s * 1e3:.0f} ms after submit while a delivery "
+              f"waited; {len(set(sub.ids('/verdict')))} of 11 delivered after SIGCONT")
+    finally:
+        sink.close(timeout=10)
+        sub.stop()

@@ -44,6 +44,7 @@ class PlcStandIn:
         self.values: dict[str, Any] = {k: v for k, (_, v) in TAGS.items()}
         self.lock = threading.Lock()
         self.server: Server | None = None
+        self.hold_acks = False  # True: record new sequences, ack none (a PLC busy elsewhere)
 
     def start(self) -> None:
         self.loop.start()
@@ -94,7 +95,11 @@ class PlcStandIn:
         read = {n: srv.read_attribute_value(self.nodes[n].nodeid).Value.Value for n in ("VerdictCode", "ResultId")}
         with self.lock:
             self.received.append({"sequence": val, **read})
-        asyncio.get_running_loop().create_task(self.nodes["Ack"].write_value(ua.Variant(val, ua.VariantType.UInt32)))
+        if not self.hold_acks:
+            asyncio.get_running_loop().create_task(self.ack(val))
+
+    async def ack(self, seq: int) -> None:
+        await self.nodes["Ack"].write_value(ua.Variant(seq, ua.VariantType.UInt32))
 
     def ids(self) -> list[str]:
         with self.lock:
@@ -219,3 +224,56 @@ def test_client_mode_writes_every_current_verdict_through_a_plc_restart(tmp_path
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)  # a new sequence for every write, never repeated
     codes = {r["ResultId"]: r["VerdictCode"] for r in plc.received}
     assert codes[current[0]] == 2 and codes[current[1]] == 1
+
+
+def test_verdicts_are_journaled_while_the_plc_holds_its_ack(tmp_path: Path) -> None:
+    """A PLC that takes its time to ack holds the writer in a delivery for up to `ack_timeout_s`;
+    what is submitted meanwhile is on disk within a wait slice (a crash then would lose none of it),
+    and it is all written once the PLC acks."""
+    import sqlite3
+    from contextlib import closing
+
+    def on_disk() -> set[str]:
+        with closing(sqlite3.connect(tmp_path / "journal.sqlite")) as db:
+            return {r for (r,) in db.execute("SELECT result_id FROM entries")}
+
+    port = free_port()
+    plc = PlcStandIn(port)
+    plc.start()
+    plc.hold_acks = True
+    loop = IoLoop("service-io")
+    loop.start()
+    cfg = {
+        "type": "opcua-client",
+        "url": f"opc.tcp://127.0.0.1:{port}/plc",
+        "tags": {"verdict_code": "ns=2;s=DB_Vision.VerdictCode", "sequence": "ns=2;s=DB_Vision.Sequence",
+                 "result_id": "ns=2;s=DB_Vision.ResultId", "ack": "ns=2;s=DB_Vision.Ack"},
+        "ack_timeout_s": 30.0,
+        "connect_timeout_s": 5.0,
+        "journal": {"path": str(tmp_path / "journal.sqlite")},
+    }
+    sink = OpcUaClientSinkConfig.model_validate(cfg).build(tmp_path)
+    sink.ioloop = loop
+    sink.start()
+    try:
+        first = make_verdict(0, budget_ms=60_000)
+        sink.submit(first)
+        assert wait_until(lambda: plc.ids() == [first.result_id], 30), sink.health()
+        later = [make_verdict(i, budget_ms=60_000) for i in range(1, 11)]
+        for v in later:
+            sink.submit(v)
+        t0 = time.monotonic()
+        assert wait_until(lambda: {v.result_id for v in later} <= on_disk(), 5), "not journaled during the wait"
+        journaled_s = time.monotonic() - t0
+        assert plc.ids() == [first.result_id]  # the writer still waits for the first ack
+        plc.hold_acks = False
+        plc.loop.run_sync(plc.ack(plc.received[-1]["sequence"]), 10)
+        every = [first.result_id] + [v.result_id for v in later]
+        assert wait_until(lambda: plc.ids() == every, 60), (plc.ids(), sink.health())
+        assert wait_until(lambda: not on_disk(), 10)
+        print(f"PLC holding its ack: 10 verdicts journaled {journaled_s * 1e3:.0f} ms after submit while a delivery "
+              f"waited; {len(plc.ids())} of 11 written in order after the ack")
+    finally:
+        sink.close(timeout=10)
+        loop.stop()
+        plc.stop()

@@ -4,13 +4,22 @@ station's last will, and what the restart replays is flagged late, never present
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
+from contextlib import closing
 from pathlib import Path
 
 import yaml
 
 from tests.plc.peers import Mosquitto, Subscriber, wait_until
 from tests.service_process import jsonl_ids, sigkill, start_service, wait_for_verdicts
+
+
+def outbox_ids(path: Path, sink: str = "mqtt") -> set[str]:
+    """The result ids waiting in the service's outbox for one sink (the test reads it between runs)."""
+    with closing(sqlite3.connect(path)) as db:
+        return {r for (r,) in db.execute(
+            "SELECT e.result_id FROM pending p JOIN entries e ON e.seq = p.seq WHERE p.sink = ?", (sink,))}
 
 
 def test_sigkill_mid_stream_then_restart_delivers_every_verdict(
@@ -63,11 +72,25 @@ def test_sigkill_mid_stream_then_restart_delivers_every_verdict(
         if proc.poll() is None:
             proc.kill()
     first = jsonl_ids(tmp_path / "verdicts.jsonl")
+    outbox = outbox_ids(tmp_path / "state" / "journal" / "outbox.sqlite")
+    # neither received nor in the outbox at the kill: the broker has them (acknowledged, not forwarded yet)
+    # or the kill came between the JSONL sink's write and the MQTT sink's journal (reported if they never arrive)
+    unaccounted = [i for i in first if i not in set(sub.ids("/verdict")) and i not in outbox]
     broker.start()
     # run 2: replays run 1's outbox (late), judges new parts (current); SIGKILL while the broker is up
     proc = run([], "run2.log")
     try:
-        assert wait_until(lambda: set(first) <= set(sub.ids("/verdict")), 240), "run 1's verdicts not replayed"
+        replayed_all = wait_until(lambda: set(first) <= set(sub.ids("/verdict")) or proc.poll() is not None, 240)
+        missing = [i for i in first if i not in set(sub.ids("/verdict"))]
+        assert replayed_all and not missing, (
+            f"run 1's verdicts not replayed: {len(missing)} of {len(first)} missing (positions "
+            f"{[first.index(i) for i in missing][:10]}, broker down after {n_at_outage}), service "
+            f"{'exited ' + str(proc.returncode) if proc.poll() is not None else 'running'}, subscriber "
+            f"{'connected' if sub.client.is_connected() else 'disconnected'}, still in the outbox "
+            f"{len(outbox_ids(tmp_path / 'state' / 'journal' / 'outbox.sqlite') & set(missing))}, neither received "
+            f"nor in the outbox at the kill {[first.index(i) for i in unaccounted]}; run 2's log:\n"
+            + (tmp_path / "run2.log").read_text()[-3000:]
+        )
         wait_jsonl(proc, len(first) + 15, "run2.log")
         kill(proc)
     finally:
