@@ -339,9 +339,11 @@ def collect(mqtt_txt: Path, opcua_log: Path, decided: dict[str, int]) -> tuple[l
 
 def bridge_alone(work: Path, mqtt_port: int, opcua_port: int, n: int, rate_ppm: float, ready: Any,
                  opcua_process: bool = False) -> dict[str, int]:
-    """The mqtt and opcua-server sinks fed verdicts at the line rate by this thread (no pipeline)."""
+    """The mqtt and opcua-server sinks fed verdicts at the line rate by this thread (no pipeline; the
+    mqtt sink journals through an outbox, as in the service)."""
     from edge.ioloop import IoLoop
     from edge.registry import sink_registry
+    from edge.sinks.outbox import attach_outbox
     from tests.plc.peers import make_verdict
 
     loop = IoLoop("bench-io")
@@ -353,6 +355,7 @@ def bridge_alone(work: Path, mqtt_port: int, opcua_port: int, n: int, rate_ppm: 
         sinks[1].use(None)
     else:
         sinks[1].use(loop, None)
+    sinks = attach_outbox(sinks, work / "state" / "journal" / "outbox-alone.sqlite")  # as in the service
     for s in sinks:
         s.start()
     end = time.monotonic() + 60

@@ -2,7 +2,7 @@
 on, against all three off, interleaved round by round in one process, on the same frames.
 
 - off: the pipeline alone (no sinks, no audit, no evidence, no web app).
-- on:  the audit trail (a durable sink: journal + audit database), evidence for every REJECT
+- on:  the audit trail (a durable sink: the outbox journal + the audit database), evidence for every REJECT
   and FAILSAFE and 5 % of PASS (one copy per frame into the pool, encoding on a background
   thread), the web app on loopback with a live client connected to its event stream (`/api/v1/events`,
   the status page's feed; `--browser` opens the real page in headless Chromium instead: that

@@ -4,10 +4,11 @@
   queue is full the verdict is dropped *for that sink* and counted; the first drop of a burst
   is logged at once (then at most every few seconds). A write error is counted, logged, retried
   with back-off (`reopen()` first), and the sink recovers when its target does.
-- `DurableSink` (`edge.sinks.durable`: JSONL, MQTT outbox, OPC UA client): a journal on disk,
-  so a verdict survives an outage of the far side and a crash of the service. It and the audit
-  sink (`edge.audit.sink`: no journal while the database takes writes) share `QueuedWriter`:
-  the hand-off queue, the batching writer thread, close-with-deadline and the durable health.
+- `DurableSink` (`edge.sinks.durable`: JSONL, MQTT, OPC UA client, audit): a journal on disk,
+  so a verdict survives an outage of the far side and a crash of the service; in a service one
+  journal for all of them, the outbox (`edge.sinks.outbox`). The durable sinks and the outbox
+  share `QueuedWriter`: the hand-off queue, the batching writer thread, close-with-deadline and
+  the durable health.
 
 `submit()` never blocks the pipeline. `health()` is a plain dict (`SinkHealth` keys) that the
 metrics collector, the snapshot and the status page read while the service runs.
@@ -144,7 +145,7 @@ def writer_health(name: str, kind: str, counters: SinkCounters, backlog: int, li
 
 
 class QueuedWriter:
-    """What the durable sinks share (`edge.sinks.durable.DurableSink`, `edge.audit.sink.AuditSink`):
+    """What the durable sinks (`edge.sinks.durable.DurableSink`) and the outbox (`edge.sinks.outbox`) share:
     a bounded hand-off queue, one writer thread draining it in batches (subclasses implement
     `_run`), a close that lets the writer finish until a deadline, and the durable health fields."""
 

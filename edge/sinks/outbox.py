@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS pending (
     attempts INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (sink, seq)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS pending_seq ON pending(seq);
 """
 
 GC_INTERVAL_S = 1.0  # how often entries no member waits for are deleted

@@ -1,6 +1,7 @@
 """`edge-inspect run` with the mqtt sink, killed with SIGKILL mid-stream and restarted: every verdict
 the service emitted reaches an independent subscriber at least once, the broker publishes the
-station's last will, and what the restart replays is flagged late, never presented as current."""
+station's last will, and what the restart replays is flagged late, never presented as current.
+The JSON-lines file, the subscriber and the audit end with the same verdicts (one outbox)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from edge.audit.store import AuditStore
 from tests.plc.peers import Mosquitto, Subscriber, wait_until
 from tests.service_process import jsonl_ids, sigkill, start_service, wait_for_verdicts
 
@@ -120,6 +122,14 @@ def test_sigkill_mid_stream_then_restart_delivers_every_verdict(
         f"(replayed after a restart {len(replayed)}); lost {len(set(every) - got)}"
     )
     assert not set(every) - got, f"lost: {sorted(set(every) - got)[:5]}"
+    # one outbox for the JSONL, MQTT and audit sinks: after the kills they hold the same verdicts
+    store = AuditStore(tmp_path / "state" / "audit.sqlite")
+    audited = store.result_ids()
+    store.close()
+    assert got == set(every), f"published, never in the JSONL file: {sorted(got - set(every))[:5]}"
+    assert audited == set(every), (
+        f"JSONL not audited {sorted(set(every) - audited)[:5]}, audited not in JSONL {sorted(audited - set(every))[:5]}"
+    )
     for m in current:  # nothing stale presented as current
         d = m.json()["delivery"]
         assert not d["stale"] and not d["replayed"] and d["remaining_ms"] > 0
