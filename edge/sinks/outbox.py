@@ -18,7 +18,8 @@ Members are the durable sinks built with no `journal.path` of their own (`attach
 given its own journal file keeps it, outside this guarantee. Each member keeps its own bounds
 (`journal.max_entries`, `max_age_s`) over its pending rows; an entry is deleted once no member
 waits for it. A member's journal left by an earlier version (`<state_dir>/journal/<sink>.sqlite`)
-is moved into the outbox at start, in its order, still flagged as an earlier run's.
+is moved into the outbox at start, in its order, still flagged as an earlier run's. What waits for
+a sink the config no longer has is dropped at start, counted and logged.
 """
 
 from __future__ import annotations
@@ -196,6 +197,7 @@ class Outbox(QueuedWriter):
         self._db: sqlite3.Connection | None = None
         self.imported = 0
         self.collected = 0
+        self.orphaned = 0
         for m in self.members:
             m.join(self)
 
@@ -208,6 +210,7 @@ class Outbox(QueuedWriter):
         if self.path is None:
             raise SinkError("outbox: no path (give one or run it in a service)")
         self._db = connect(self.path)
+        self._drop_orphans(self._db)
         self.collected += collect(self._db)
         for m in self.members:
             self._import_legacy(m)
@@ -228,7 +231,7 @@ class Outbox(QueuedWriter):
     def health(self) -> dict[str, Any]:
         out = self.durable_health()
         out.update({"path": str(self.path), "members": [m.name for m in self.members],
-                    "imported": self.imported, "collected": self.collected})
+                    "imported": self.imported, "collected": self.collected, "orphaned": self.orphaned})
         return out
 
     def backlog(self) -> int:
@@ -308,6 +311,18 @@ class Outbox(QueuedWriter):
 
     def _collect(self, db: sqlite3.Connection) -> None:
         self.collected += collect(db)
+
+    def _drop_orphans(self, db: sqlite3.Connection) -> None:
+        """Verdicts waiting for a sink the config no longer has (removed or renamed) would hold the
+        outbox's entries forever: they are dropped at start, counted (`orphaned`) and logged."""
+        names = {m.name for m in self.members}
+        for sink, n in db.execute("SELECT sink, COUNT(*) FROM pending GROUP BY sink").fetchall():
+            if sink in names:
+                continue
+            db.execute("DELETE FROM pending WHERE sink = ?", (sink,))
+            self.orphaned += int(n)
+            log.warning("outbox %s: %d verdict(s) waited for sink %r, which the config no longer has; "
+                        "dropped (a renamed sink starts with an empty backlog)", self.path, n, sink)
 
     def _import_legacy(self, member: DurableSink) -> None:
         """Move a member's own journal file (an earlier version's) into the outbox, in its order."""

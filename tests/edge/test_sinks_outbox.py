@@ -203,3 +203,18 @@ def test_attach_outbox_takes_the_durable_sinks_without_a_journal_of_their_own(tm
     assert attach_outbox([log]) == [log]
     with pytest.raises(SinkError, match="share a name"):
         Outbox([Member("x"), Member("x")], tmp_path / "o.sqlite")
+
+
+def test_what_waits_for_a_sink_no_longer_configured_is_dropped_and_counted_at_start(tmp_path: Path) -> None:
+    kept, gone = Member("kept"), Member("gone", up=False)
+    outbox = Outbox([kept, gone], tmp_path / "outbox.sqlite")
+    run(outbox, kept, gone)
+    emit(outbox, (kept, gone), [verdict(i) for i in range(10)])
+    assert wait_for(lambda: len(kept.received) == 10 and gone.health()["backlog"] == 10)
+    stop(outbox, kept, gone, timeout=0.2)
+    kept2 = Member("kept")
+    outbox2 = Outbox([kept2], tmp_path / "outbox.sqlite")  # "gone" was removed from the config
+    run(outbox2, kept2)
+    stop(outbox2, kept2)
+    assert outbox2.health()["orphaned"] == 10 and kept2.received == []
+    assert rows(tmp_path / "outbox.sqlite", "pending") == 0 and rows(tmp_path / "outbox.sqlite", "entries") == 0
