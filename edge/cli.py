@@ -49,6 +49,15 @@ class StatusLine:
         self._emit(final=True)
 
 
+# libraries that log every request, notification or reconnect attempt at INFO (asyncua: each
+# publish with its whole payload); at the service's INFO they say only warnings and errors
+CHATTY_LIBRARIES = ("asyncua",)
+
+
+def _level(name: str) -> int:
+    return int(getattr(logging, name))
+
+
 def _setup_logging(level: str, quiet_status: bool, redactor: Any = None) -> None:
     from edge.redact import Redactor, install_logging
 
@@ -58,6 +67,8 @@ def _setup_logging(level: str, quiet_status: bool, redactor: Any = None) -> None
         stream=sys.stderr,
     )
     install_logging(redactor or Redactor())  # every log line: env secrets, URL passwords, secret keys
+    for name in CHATTY_LIBRARIES:  # their INFO is a line per request or notification: ours is DEBUG
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "DEBUG" else max(logging.WARNING, _level(level)))
     if quiet_status:
         logging.getLogger("edge.verdicts").setLevel(logging.WARNING)
 

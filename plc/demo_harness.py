@@ -67,8 +67,12 @@ class PlcDemo:
 
     # -- set-up -------------------------------------------------------------------------------------
     def start(self) -> PlcDemo:
-        # the subscriber's publish loop reports the service's server going away at the end as an error
+        # the subscriber's publish loop reports the service's server going away at the end as an error;
+        # its client warns of what the demo chose (a session and publishing interval the server revises,
+        # a loopback certificate without this machine's host name, a close after the server's)
         logging.getLogger("asyncua.client.ua_session").setLevel(logging.CRITICAL)
+        for name in ("asyncua.client.client", "asyncua.client.ua_client", "asyncua.crypto.uacrypto"):
+            logging.getLogger(name).setLevel(logging.ERROR)
         self.dir.mkdir(parents=True, exist_ok=True)
         self._start_broker()
         if self.broker is not None:

@@ -315,3 +315,22 @@ def test_a_sink_that_could_not_deliver_is_reported_at_exit(
     assert "warning: sink jsonl: 5 verdict(s) not yet delivered, kept for the next start" in err
     assert "No space left" in err
     assert any("sink jsonl" in w for w in json.loads(summary.read_text())["warnings"])
+
+
+def test_chatty_libraries_say_only_warnings_at_info_and_everything_at_debug() -> None:
+    import logging
+
+    from edge.cli import CHATTY_LIBRARIES, _setup_logging
+
+    saved = {n: logging.getLogger(n).level for n in CHATTY_LIBRARIES}
+    try:
+        _setup_logging("INFO", quiet_status=False)
+        assert all(logging.getLogger(n).getEffectiveLevel() == logging.WARNING for n in CHATTY_LIBRARIES)
+        assert not logging.getLogger("asyncua.common.subscription").isEnabledFor(logging.INFO)
+        _setup_logging("DEBUG", quiet_status=False)
+        assert logging.getLogger("asyncua.common.subscription").isEnabledFor(logging.DEBUG)
+        _setup_logging("ERROR", quiet_status=False)
+        assert not logging.getLogger("asyncua").isEnabledFor(logging.WARNING)
+    finally:
+        for n, lvl in saved.items():
+            logging.getLogger(n).setLevel(lvl)
