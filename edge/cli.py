@@ -177,6 +177,8 @@ def _sink_warnings(sinks: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
     lost: list[str] = []
     for s in sinks:
         name, kind = s.get("name", "?"), s.get("kind", "")
+        if kind == "outbox":  # what it dropped, each member counted and reports
+            continue
         dropped, backlog, errors = int(s.get("dropped") or 0), int(s.get("backlog") or 0), int(s.get("errors") or 0)
         why = f" (last error: {s['last_error']})" if s.get("last_error") else ""
         written = f"{s.get('written', 0)} of {s.get('submitted', 0)} verdict(s) written"

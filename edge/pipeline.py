@@ -278,6 +278,8 @@ class Pipeline:
         errors = list(self.fatal_errors)
         warnings: list[str] = []
         for h in summary["sinks"]:
+            if h.get("kind") == "outbox":  # what it dropped, each member counted and reports
+                continue
             lost = int(h.get("dropped", 0))
             if lost and h.get("kind") == "durable":
                 errors.append(f"sink {h['name']}: {lost} verdict(s) lost ({h.get('last_error') or 'dropped'})")

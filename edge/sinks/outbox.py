@@ -178,7 +178,10 @@ class OutboxView:
 
 
 class Outbox(QueuedWriter):
-    """The hand-off between the emitter and the durable sinks: one commit per batch for all of them."""
+    """The hand-off between the emitter and the durable sinks: one commit per batch for all of them.
+    Its health has kind "outbox": a verdict it drops is counted by every member too, which say so."""
+
+    kind = "outbox"
 
     def __init__(
         self,

@@ -70,11 +70,12 @@
     if (ring.slots) rows.push(row(ring.occupied < ring.slots ? true : null, "frame ring", ring.occupied + " / " + ring.slots + " slots",
       ring.overflows ? ring.overflows + " overflows" : ""));
     for (const k of s.sinks || []) {
-      const what = k.kind === "durable" ? "durable link" : "sink";
+      const outbox = k.kind === "outbox";
+      const what = outbox ? "journal" : k.kind === "durable" ? "durable link" : "sink";
       const backlog = k.backlog ? k.backlog + " waiting" : "";
       rows.push(row(k.live === undefined ? null : !!k.live, what + " " + k.name,
         (k.live === false ? "DOWN" + (k.last_error ? ": " + k.last_error : "") : "live") + (k.dropped ? " · " + k.dropped + " dropped" : ""),
-        backlog || EI.num(k.written) + " sent"));
+        backlog || EI.num(k.written) + (outbox ? " journaled" : " sent")));
     }
     if (s.evidence) {
       const e = s.evidence;
