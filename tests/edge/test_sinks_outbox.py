@@ -185,7 +185,7 @@ def test_a_journal_file_of_an_earlier_version_is_moved_in_and_delivered_first(tm
     run(outbox, a)
     later = [verdict(i) for i in range(5, 8)]
     emit(outbox, (a,), later)
-    assert wait_for(lambda: len(a.received) == 8)
+    assert wait_for(lambda: len(a.received) == 8), ([(e.seq, e.replayed) for e in a.received], a.health(), a._last_seq)
     stop(outbox, a)
     assert a.ids() == [v.result_id for v in earlier + later]
     assert [e.replayed for e in a.received] == [True] * 5 + [False] * 3
