@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from edge.doctor.backlog import check_outbox
 from edge.doctor.camera import check_cameras, check_producers, gige_configured
 from edge.doctor.findings import Finding, Host, exit_code, format_json, format_text
 from edge.doctor.host import check_gpu, check_jetson, check_packages, check_python
@@ -58,6 +59,7 @@ def run_doctor(config: Path | None, quick: bool = False, host: Host | None = Non
     findings += check_network(host, gige=cfg is not None and gige_configured(cfg.cameras))
     findings += check_disk(cfg, [STATE_DIR])
     if cfg is not None:
+        findings += check_outbox(cfg)
         binds = listeners(cfg)
         findings += check_ports(binds)
         seen: dict[tuple[str, int], str] = {}

@@ -16,7 +16,7 @@ LEVELS: tuple[Level, ...] = ("ok", "warn", "error")
 class Finding:
     """One thing the doctor checked: `error` blocks a run, `warn` hurts it, `ok` is fine."""
 
-    check: str  # the area: python, packages, gpu, tensorrt, camera, network, jetson, disk, ports, config
+    check: str  # the area: python, packages, gpu, tensorrt, camera, network, jetson, disk, outbox, ports, config
     level: Level
     what: str
     fix: str | None = None

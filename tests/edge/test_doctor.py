@@ -292,3 +292,44 @@ def test_ports_held_by_the_running_service_itself_do_not_block(
     assert rc == 0, [f for f in report["findings"] if f["level"] == "error"]
     (held,) = [f for f in by(report, "ports", "ok") if f"127.0.0.1:{port}" in f["what"]]
     assert "held by a running edge-inspect" in held["what"]
+
+
+def test_what_waits_in_the_outbox_is_reported_per_sink(
+    tmp_path: Path, model_path: Path, demo_images: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    from edge.errors import TransientSinkError
+    from edge.sinks.durable import DurableSink, JournalConfig
+    from edge.sinks.journal import JournalEntry
+    from edge.sinks.outbox import Outbox
+    from edge.verdict import Verdict, VerdictKind, new_result_id
+
+    class Down(DurableSink):  # a far side that never answers: everything stays in the outbox
+        def __init__(self, name: str) -> None:
+            super().__init__(name, JournalConfig(retry_initial_s=0.01, retry_max_s=0.05), None)
+
+        def deliver(self, entries: list[JournalEntry]) -> int | None:
+            raise TransientSinkError("down")
+
+    cfg = write_config(tmp_path, model_path, demo_images)
+    rc, report = doctor(capsys, "-c", str(cfg))
+    assert [f["level"] for f in by(report, "outbox")] == ["ok"] and "no outbox yet" in by(report, "outbox")[0]["what"]
+    members = [Down("jsonl"), Down("retired")]  # "retired": a sink the config no longer names
+    outbox = Outbox(members, tmp_path / "state" / "journal" / "outbox.sqlite")
+    outbox.start()
+    for m in members:
+        m.start()
+    now = time.monotonic_ns()
+    for i in range(3):
+        outbox.submit(Verdict(new_result_id(), f"p{i}", i, "top", VerdictKind.PASS, (), (), now, now, now,
+                              now + 10**9, time.time_ns()))
+    outbox.close(5)
+    for m in members:
+        m.close(0.2)
+    rc, report = doctor(capsys, "-c", str(cfg))
+    found = {f["what"]: f for f in by(report, "outbox", "warn")}
+    assert any(w.startswith("3 verdict(s) wait in the outbox for sink jsonl") for w in found), found
+    retired = [f for w, f in found.items() if "sink retired" in w and "no longer names" in w]
+    assert retired and "dropped at the next start" in retired[0]["fix"]
+    assert rc == 0  # a backlog does not block a run: the run delivers it
