@@ -63,7 +63,7 @@ class Service:
         return ServiceContext(
             ioloop=self.ioloop,
             control=self.control,
-            state_dir=state_dir(self.config),
+            state_dir=self.config.state_path,
             config=self.config,
             _snapshot=self.snapshot,
             _subscribe=self.pipeline.subscribe,
@@ -150,11 +150,6 @@ class Service:
         if self.control is not None:
             summary["recipe"] = self.control.active_recipe()
         return summary
-
-
-def state_dir(cfg: LoadedConfig) -> Path:
-    p = Path(cfg.app.state_dir).expanduser()
-    return p if p.is_absolute() else cfg.base_dir / p
 
 
 def _check_buffers(cfg: LoadedConfig) -> None:

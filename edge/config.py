@@ -198,6 +198,12 @@ class LoadedConfig:
     # values taken from the environment or held under secret-looking keys: hidden by edge.redact
     secrets: frozenset[str] = frozenset()
 
+    @property
+    def state_path(self) -> Path:
+        """`state_dir` resolved: relative to the config file's folder."""
+        p = Path(self.app.state_dir).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
 
 def _line_map(text: str) -> dict[PathKey, int]:
     """Map each key path to its 1-based line in the YAML text."""

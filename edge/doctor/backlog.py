@@ -17,8 +17,7 @@ if TYPE_CHECKING:
 
 
 def outbox_path(cfg: LoadedConfig) -> Path:
-    state = Path(cfg.app.state_dir).expanduser()
-    return (state if state.is_absolute() else cfg.base_dir / state) / "journal" / "outbox.sqlite"
+    return cfg.state_path / "journal" / "outbox.sqlite"
 
 
 def member_names(cfg: LoadedConfig) -> set[str]:

@@ -292,6 +292,7 @@ class DurableSink(QueuedWriter):
                 self._on_disk = journal.count()
                 self._last_seq = max(self._last_seq, journal.last_seq())
         elif items:
+            assert isinstance(journal, Journal)  # a sink's own journal: the outbox's view takes no appends
             self._append(journal, [(v.result_id, v.to_json(), t) for v, t in items])
         return stop
 
@@ -306,10 +307,10 @@ class DurableSink(QueuedWriter):
             self._fresh = []
         self.journaled += len(entries)
         self._on_disk += len(entries)
-        if self._oldest_wall_ns is None and entries:
+        if self._oldest_wall_ns is None:
             self._oldest_wall_ns = entries[0].enqueued_wall_ns
 
-    def _append(self, journal: Journal | OutboxView, rows: list[tuple[str, str, int]]) -> None:
+    def _append(self, journal: Journal, rows: list[tuple[str, str, int]]) -> None:
         delay = 0.05
         while True:
             try:

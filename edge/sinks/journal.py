@@ -32,6 +32,20 @@ CREATE INDEX IF NOT EXISTS entries_enqueued ON entries(enqueued_wall_ns);
 """
 
 
+def open_wal(path: Path, schema: str, what: str, timeout_s: float) -> sqlite3.Connection:
+    """A connection for a journal file (the sink's own or the outbox): WAL, autocommit, usable from
+    the thread that owns it; a commit survives a crash of the process. Raises SinkError."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=timeout_s)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # survives a crash of the process; fsync at checkpoints
+        db.executescript(schema)
+    except (OSError, sqlite3.Error) as exc:
+        raise SinkError(f"{what} {path}: cannot open ({exc})") from exc
+    return db
+
+
 class JournalEntry:
     """One verdict waiting for delivery. `payload_json` is the record exactly as journaled;
     `payload` parses it once, on first use."""
@@ -85,15 +99,7 @@ class Journal:
         self._db: sqlite3.Connection | None = None
 
     def open(self) -> None:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=5.0)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")  # survives a crash of the process; fsync at checkpoints
-            db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise SinkError(f"journal {self.path}: cannot open ({exc})") from exc
-        self._db = db
+        self._db = open_wal(self.path, _SCHEMA, "journal", timeout_s=5.0)
 
     @property
     def db(self) -> sqlite3.Connection:

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.errors import SinkError
 from edge.sinks.base import QueuedWriter, hand_off
-from edge.sinks.journal import JournalEntry
+from edge.sinks.journal import JournalEntry, open_wal
 from edge.verdict import Verdict
 
 if TYPE_CHECKING:
@@ -64,16 +64,8 @@ GC_INTERVAL_S = 1.0  # how often entries no member waits for are deleted
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """A connection to the outbox file (WAL; a commit survives a crash of the process)."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=10.0)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")  # survives a crash of the process; fsync at checkpoints
-        db.executescript(_SCHEMA)
-    except (OSError, sqlite3.Error) as exc:
-        raise SinkError(f"outbox {path}: cannot open ({exc})") from exc
-    return db
+    """A connection to the outbox file (the committer's, or one member's)."""
+    return open_wal(path, _SCHEMA, "outbox", timeout_s=10.0)
 
 
 def collect(db: sqlite3.Connection) -> int:
@@ -84,8 +76,8 @@ def collect(db: sqlite3.Connection) -> int:
 
 
 class OutboxView:
-    """One member's part of the outbox, with the interface of `edge.sinks.journal.Journal` minus
-    `append` (the outbox's committer appends for every member at once). Used by that member's
+    """One member's part of the outbox, with the reading side of `edge.sinks.journal.Journal` (the
+    outbox's committer appends for every member at once). Used by that member's
     writer thread only, on a connection of its own."""
 
     def __init__(self, path: Path, sink: str, run_id: str, max_entries: int, max_age_s: float) -> None:
@@ -114,9 +106,6 @@ class OutboxView:
                 pass
             self._db.close()
             self._db = None
-
-    def append(self, rows: Sequence[tuple[str, str, int]]) -> list[JournalEntry]:
-        raise SinkError(f"sink {self.sink}: its verdicts are journaled by the outbox")
 
     def pending(self, limit: int) -> list[JournalEntry]:
         rows = self.db.execute(
@@ -236,9 +225,6 @@ class Outbox(QueuedWriter):
         out.update({"path": str(self.path), "members": [m.name for m in self.members],
                     "imported": self.imported, "collected": self.collected, "orphaned": self.orphaned})
         return out
-
-    def backlog(self) -> int:
-        return self._queue.qsize()
 
     # -- committer thread ------------------------------------------------------------------------
     def _run(self) -> None:

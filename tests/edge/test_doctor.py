@@ -297,13 +297,11 @@ def test_ports_held_by_the_running_service_itself_do_not_block(
 def test_what_waits_in_the_outbox_is_reported_per_sink(
     tmp_path: Path, model_path: Path, demo_images: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import time
-
     from edge.errors import TransientSinkError
     from edge.sinks.durable import DurableSink, JournalConfig
     from edge.sinks.journal import JournalEntry
     from edge.sinks.outbox import Outbox
-    from edge.verdict import Verdict, VerdictKind, new_result_id
+    from tests.edge.test_sinks_durable import verdict
 
     class Down(DurableSink):  # a far side that never answers: everything stays in the outbox
         def __init__(self, name: str) -> None:
@@ -320,10 +318,8 @@ def test_what_waits_in_the_outbox_is_reported_per_sink(
     outbox.start()
     for m in members:
         m.start()
-    now = time.monotonic_ns()
     for i in range(3):
-        outbox.submit(Verdict(new_result_id(), f"p{i}", i, "top", VerdictKind.PASS, (), (), now, now, now,
-                              now + 10**9, time.time_ns()))
+        outbox.submit(verdict(i))
     outbox.close(5)
     for m in members:
         m.close(0.2)

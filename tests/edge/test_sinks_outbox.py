@@ -18,25 +18,8 @@ from edge.sinks.durable import DurableSink, JournalConfig
 from edge.sinks.journal import Journal, JournalEntry
 from edge.sinks.log import LogSink
 from edge.sinks.outbox import Outbox, attach_outbox
-from edge.verdict import Verdict, VerdictKind, new_result_id
-
-
-def verdict(i: int) -> Verdict:
-    now = time.monotonic_ns()
-    return Verdict(
-        result_id=new_result_id(),
-        part_id=f"p{i}",
-        frame_id=i,
-        camera="cam",
-        verdict=VerdictKind.PASS,
-        reasons=(),
-        detections=(),
-        captured_ns=now,
-        arrived_ns=now,
-        decided_ns=now,
-        deadline_ns=now + 60_000_000_000,
-        decided_wall_ns=time.time_ns(),
-    )
+from edge.verdict import Verdict
+from tests.edge.test_sinks_durable import verdict, wait_for
 
 
 class Member(DurableSink):
@@ -60,15 +43,6 @@ class Member(DurableSink):
 
     def ids(self) -> list[str]:
         return [e.result_id for e in self.received]
-
-
-def wait_for(pred: object, timeout: float = 20.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():  # type: ignore[operator]
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def run(outbox: Outbox, *members: DurableSink) -> None:

@@ -6,10 +6,12 @@ import json
 import os
 import shutil
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def journal_ids(path: Path) -> set[str]:
+    """The result ids waiting in a durable sink's own journal file (read while the sink runs)."""
+    with closing(sqlite3.connect(path)) as db:
+        return {r for (r,) in db.execute("SELECT result_id FROM entries")}
 
 
 def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:

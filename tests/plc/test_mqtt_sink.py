@@ -9,7 +9,7 @@ from typing import Any
 
 from edge.registry import sink_registry
 from plc.mqtt import MqttSink, MqttSinkConfig
-from tests.plc.peers import Mosquitto, Subscriber, make_verdict, wait_until
+from tests.plc.peers import Mosquitto, Subscriber, journal_ids, make_verdict, wait_until
 
 
 def make_sink(tmp_path: Path, port: int, **kw: Any) -> MqttSink:
@@ -135,12 +135,8 @@ def test_verdicts_are_journaled_while_a_delivery_waits_on_a_frozen_broker(tmp_pa
     within a wait slice, so a crash of the service at that moment would lose none of it."""
     import os
     import signal
-    import sqlite3
-    from contextlib import closing
-
     def on_disk() -> set[str]:
-        with closing(sqlite3.connect(tmp_path / "outbox.sqlite")) as db:
-            return {r for (r,) in db.execute("SELECT result_id FROM entries")}
+        return journal_ids(tmp_path / "outbox.sqlite")
 
     sub = Subscriber("127.0.0.1", broker.port, "edge-inspect/st1/#").start()
     sink = make_sink(tmp_path, broker.port, ack_timeout_s=30.0)

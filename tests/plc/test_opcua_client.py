@@ -18,7 +18,7 @@ from edge.ioloop import IoLoop
 from edge.registry import sink_registry
 from plc.certs import make_leaf, write_keypair
 from plc.opcua_client import OpcUaClientSink, OpcUaClientSinkConfig
-from tests.plc.peers import free_port, make_client_pki, make_verdict, wait_until
+from tests.plc.peers import free_port, journal_ids, make_client_pki, make_verdict, wait_until
 
 TAGS = {
     "VerdictCode": (ua.VariantType.Int16, 0),
@@ -230,12 +230,8 @@ def test_verdicts_are_journaled_while_the_plc_holds_its_ack(tmp_path: Path) -> N
     """A PLC that takes its time to ack holds the writer in a delivery for up to `ack_timeout_s`;
     what is submitted meanwhile is on disk within a wait slice (a crash then would lose none of it),
     and it is all written once the PLC acks."""
-    import sqlite3
-    from contextlib import closing
-
     def on_disk() -> set[str]:
-        with closing(sqlite3.connect(tmp_path / "journal.sqlite")) as db:
-            return {r for (r,) in db.execute("SELECT result_id FROM entries")}
+        return journal_ids(tmp_path / "journal.sqlite")
 
     port = free_port()
     plc = PlcStandIn(port)
