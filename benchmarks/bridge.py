@@ -52,7 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 FRAME_MODEL = REPO / "models" / "pcb-yolo11n-320.onnx"
 
-from proc_cpu import process_cpu_s  # noqa: E402
+from proc_cpu import process_cpu_s, thread_cpu_ms  # noqa: E402
 
 from edge.app import build_service  # noqa: E402
 from edge.config import parse_config  # noqa: E402
@@ -223,7 +223,7 @@ def _ns(t: dt.datetime) -> int:
 
 # -- the service ---------------------------------------------------------------------------------------
 def make_config(work: Path, sinks: list[dict[str, Any]], rate_ppm: float, in_flight: int, engine: str,
-                spin: bool | None = None) -> Any:
+                spin: bool | None = None, stop_spinning: bool = False) -> Any:
     camera: dict[str, Any] = {"type": "replay", "name": "line1", "path": str(DEMO_DATA / "images"),
                               "rate_ppm": rate_ppm, "loop": True}
     if in_flight:
@@ -231,7 +231,8 @@ def make_config(work: Path, sinks: list[dict[str, Any]], rate_ppm: float, in_fli
     text = yaml.safe_dump({
         "version": "bench-bridge",
         "cameras": [camera],
-        "engine": {"type": engine, "model": str(FRAME_MODEL), **({} if spin is None else {"allow_spinning": spin})},
+        "engine": {"type": engine, "model": str(FRAME_MODEL), **({} if spin is None else {"allow_spinning": spin}),
+                   **({"stop_spinning_after_run": True} if stop_spinning else {})},
         "pipeline": {"budget_ms": 1000, "ring_slots": 8},
         "sinks": sinks,
         "metrics": {"port": 0},
@@ -265,7 +266,7 @@ def run_service(cfg: Any, frames: int, ready: Any = None, peers: dict[str, int] 
     service.pipeline.subscribe(lambda v, _f: decided.append((v.result_id, v.decided_wall_ns, v.decided_ns)),
                                "bench")
     peers = peers or {}
-    marks: dict[int, tuple[float, dict[str, float]]] = {}
+    marks: dict[int, tuple[float, dict[str, float], dict[str, float]]] = {}
     warm = min(20, frames // 4)  # CPU over the steady part: the servers' start is paid once, not per part
 
     own_children: list[int] = []  # the service's own processes (the opcua-server's with process: true)
@@ -273,7 +274,7 @@ def run_service(cfg: Any, frames: int, ready: Any = None, peers: dict[str, int] 
     def mark(_v: Any, _f: Any) -> None:
         if len(decided) in (warm, frames):
             own = time.process_time() + sum(process_cpu_s(pid) for pid in own_children)
-            marks[len(decided)] = (own, {k: process_cpu_s(pid) for k, pid in peers.items()})
+            marks[len(decided)] = (own, {k: process_cpu_s(pid) for k, pid in peers.items()}, thread_cpu_ms())
 
     service.pipeline.subscribe(mark, "bench-cpu")
     service.start(serve_metrics=False)
@@ -290,10 +291,13 @@ def run_service(cfg: Any, frames: int, ready: Any = None, peers: dict[str, int] 
     span = (decided[-1][2] - decided[0][2]) / 1e9 if len(decided) > 1 else float("nan")
     out = {"decided": decided, "fps": (len(decided) - 1) / span, "summary": summary}
     if warm in marks and frames in marks:
-        (own0, cpu0), (own1, cpu1) = marks[warm], marks[frames]
+        (own0, cpu0, th0), (own1, cpu1, th1) = marks[warm], marks[frames]
         n = frames - warm
         out["cpu_ms_per_frame"] = round((own1 - own0) * 1e3 / n, 3)
         out["peers_cpu_ms_per_frame"] = {k: round((cpu1[k] - cpu0[k]) * 1e3 / n, 3) for k in peers}
+        # per Python thread (ONNX Runtime's own pool threads are in the process total only)
+        per_thread = {k: (v - th0.get(k, 0.0)) / n for k, v in sorted(th1.items())}
+        out["thread_cpu_ms_per_frame"] = {k: round(v, 3) for k, v in per_thread.items() if v >= 0.05}
     return out
 
 
@@ -409,6 +413,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     ap.add_argument("--allow-spinning", choices=("yes", "no"), default=None,
                     help="the onnxruntime engine's allow_spinning (default: the engine's default)")
+    ap.add_argument("--stop-spinning", action="store_true",
+                    help="the onnxruntime engine's stop_spinning_after_run: its pool threads sleep as soon as a "
+                         "run returns")
     ap.add_argument("--opcua-process", action="store_true",
                     help="the opcua-server sink with process: true (the server in a process of its own)")
     ap.add_argument("--switch-interval-ms", type=float, default=None,
@@ -443,12 +450,12 @@ def main() -> int:
         "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "load_avg_start": os.getloadavg()},
         "settings": {k: getattr(args, k) for k in ("frames", "latency_frames", "rounds", "rate_ppm",
                                                    "publishing_ms", "engine", "allow_spinning",
-                                                   "switch_interval_ms", "opcua_process")},
+                                                   "switch_interval_ms", "opcua_process", "stop_spinning")},
     }
     try:
         # latency, paced at the line rate, the mqtt + opcua-server sinks on
         cfg = make_config(work, plc_sinks(work, broker.port, opcua_port, None, args.opcua_process), args.rate_ppm, 0,
-                          args.engine, spin)
+                          args.engine, spin, args.stop_spinning)
         floor = start_floor(broker.port, args.rate_ppm)
         try:
             lat = run_service(cfg, args.latency_frames, lambda: bool(subscribed_ns))
@@ -495,10 +502,12 @@ def main() -> int:
             for which in order:
                 sinks = [] if which == "none" else plc_sinks(work, broker.port, opcua_port, plc_port,
                                                              args.opcua_process)
-                run = run_service(make_config(work, sinks, 0, 2, args.engine, spin), args.frames, peers=peers)
+                run = run_service(make_config(work, sinks, 0, 2, args.engine, spin, args.stop_spinning), args.frames,
+                                  peers=peers)
                 row[which] = round(run["fps"], 3)
                 row[f"cpu_ms_per_frame_{which}"] = run.get("cpu_ms_per_frame")
                 row[f"peers_cpu_ms_per_frame_{which}"] = run.get("peers_cpu_ms_per_frame")
+                row[f"thread_cpu_ms_per_frame_{which}"] = run.get("thread_cpu_ms_per_frame")
             row["ratio"] = round(row["all"] / row["none"], 4)
             rounds.append(row)
             print(f"round {r + 1}: {row}", flush=True)
@@ -528,6 +537,7 @@ def main() -> int:
     result["host"]["load_avg_end"] = os.getloadavg()
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "bridge-opcua-process" if args.opcua_process else "bridge"
+    stem += "-stop-spinning" if args.stop_spinning else ""
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, {"with pipeline": [mqtt_ms, ev_ms, dc_ms, floor_ms], "bridge alone": [a_mqtt, a_ev, a_dc, a_floor]},
          args.out / f"{stem}.png")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 
@@ -18,3 +19,16 @@ def stat_cpu_s(stat: Path) -> float | None:
 def process_cpu_s(pid: int) -> float:
     """CPU seconds of a process so far, every thread (0.0 once it is gone)."""
     return stat_cpu_s(Path(f"/proc/{pid}/stat")) or 0.0
+
+
+def thread_cpu_ms(group: tuple[str, ...] = ()) -> dict[str, float]:
+    """CPU time (ms) of each live Python thread of this process so far, by thread name (Linux /proc).
+    Threads whose name starts with one of `group` are summed under that prefix + "*"."""
+    out: dict[str, float] = {}
+    for t in threading.enumerate():
+        cpu = stat_cpu_s(Path(f"/proc/self/task/{t.native_id}/stat"))
+        if cpu is None:
+            continue
+        name = next((g + "*" for g in group if t.name.startswith(g)), t.name)
+        out[name] = out.get(name, 0.0) + cpu * 1e3
+    return out

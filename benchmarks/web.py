@@ -34,7 +34,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 MODEL = REPO / "models" / "pcb-ref-yolo11n-320.onnx"  # the demo's golden-reference model
 
-from proc_cpu import stat_cpu_s  # noqa: E402
+from proc_cpu import stat_cpu_s, thread_cpu_ms  # noqa: E402
 
 from edge.app import build_service  # noqa: E402
 from edge.config import parse_config  # noqa: E402
@@ -64,6 +63,7 @@ def make_config(
     allow_spinning: bool | None = None,
     evidence_idle: bool = False,
     rate_ppm: float = 0.0,
+    stop_spinning: bool = False,
 ) -> Any:
     camera: dict[str, Any] = {
         "type": "replay",
@@ -82,6 +82,7 @@ def make_config(
             "model": str(model),
             **({"intra_op_threads": intra_op_threads} if intra_op_threads else {}),
             **({"allow_spinning": allow_spinning} if allow_spinning is not None else {}),
+            **({"stop_spinning_after_run": True} if stop_spinning else {}),
         },
         "pipeline": {"budget_ms": 1000, "ring_slots": 8},
         "sinks": [],
@@ -164,18 +165,6 @@ class Client:
             self._proc.join(5)
             if self._proc.is_alive():
                 self._proc.terminate()
-
-
-def thread_cpu_ms() -> dict[str, float]:
-    """CPU time (ms) of each live Python thread so far, by name (Linux /proc)."""
-    out: dict[str, float] = {}
-    for t in threading.enumerate():
-        cpu = stat_cpu_s(Path(f"/proc/self/task/{t.native_id}/stat"))
-        if cpu is None:
-            continue
-        name = "sink-*" if t.name.startswith("sink-") and t.name not in ("sink-audit",) else t.name
-        out[name] = out.get(name, 0.0) + cpu * 1e3
-    return out
 
 
 def run(cfg: Any, frames: int, browser: bool, warmup: int = 20) -> dict[str, Any]:
@@ -270,6 +259,8 @@ def main() -> int:
         default=0.0,
         help="also measure capture-to-verdict at this paced line rate (2 in flight), on and off",
     )
+    ap.add_argument("--stop-spinning", action="store_true",
+                    help="the onnxruntime engine's stop_spinning_after_run on both sides (writes web-stop-spinning.*)")
     ap.add_argument("--evidence-idle", action="store_true", help="evidence.encoder_idle: the encoder under SCHED_IDLE")
     ap.add_argument("--warmup", type=int, default=20, help="verdicts of each run left out of the figures")
     ap.add_argument("--browser", action="store_true", help="a headless Chromium on the page instead of an SSE client")
@@ -299,6 +290,7 @@ def main() -> int:
                         spin,
                         args.evidence_idle,
                         rate,
+                        args.stop_spinning,
                     )
                     res[f"{which}_{mode}"] = run(cfg, args.frames, args.browser, args.warmup)
             ratio = res["on_saturated"]["fps"] / res["off_saturated"]["fps"]
@@ -348,6 +340,7 @@ def main() -> int:
         "intra_op_threads": args.intra_op_threads,
         "allow_spinning": spin,
         "evidence_encoder_idle": args.evidence_idle,
+        "stop_spinning_after_run": args.stop_spinning,
         "rounds": rounds,
         "throughput_ratio_median": round(ratio, 4),
         "p99_delta_ms_median": round(dp99, 3),
@@ -378,8 +371,9 @@ def main() -> int:
         "exactly_once": all(r[k]["exactly_once"] for r in rounds for k in r if isinstance(r[k], dict)),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "web.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, args.out / "web.png")
+    stem = "web-stop-spinning" if args.stop_spinning else "web"
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, args.out / f"{stem}.png")
     keys = ("throughput_ratio_median", "throughput_ratio_pooled", "p99_delta_ms_median", "cpu_per_frame_ratio_median",
             "client_cpu_ms_per_frame_saturated_median")
     print(json.dumps({k: result[k] for k in (*keys, "met", "p99_line_delta_ms_median") if k in result}))

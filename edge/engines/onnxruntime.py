@@ -55,10 +55,20 @@ class OnnxRuntimeEngineConfig(EngineConfigBase):
     allow_spinning: bool = Field(
         True,
         description=(
-            "Let ONNX Runtime's pool threads spin-wait for work between and after runs (its own default). "
-            "Spinning holds cores the service's other threads (sinks, audit, evidence, web) could use; "
-            "off, those threads cost inference less, but inference itself runs slower (measured on 2 x86 "
-            "cores: ~25% fewer frames per second, benchmarks/results/web-spin0.json)."
+            "Let ONNX Runtime's pool threads spin-wait for work inside a run (its own default). Off, they "
+            "sleep between the parallel parts of every operator and inference runs slower (measured on "
+            "2 x86 cores: ~25% fewer frames per second, benchmarks/results/web-spin0.json)."
+        ),
+    )
+    stop_spinning_after_run: bool = Field(
+        False,
+        description=(
+            "With allow_spinning: the pool threads stop spinning as soon as a run returns (ONNX Runtime's "
+            "session.force_spinning_stop) and sleep until the next. Measured on 2 x86 vCPUs: the verdict's "
+            "sinks get the cores sooner (decision -> MQTT subscriber p99 at 300 ppm 11.2 -> 7.3 ms, "
+            "benchmarks/results/bridge-stop-spinning.json) and CPU per frame at 1200 ppm halves (65-68 -> "
+            "34 ms: power and heat on a Jetson), but each run first wakes its threads: capture-to-verdict p99 "
+            "at 1200 ppm 18-30 -> 43-46 ms (web.json -> web-stop-spinning.json). Off: ONNX Runtime's default."
         ),
     )
     graph_optimization: Literal["all", "extended", "basic", "disable"] = "all"
@@ -144,6 +154,8 @@ class OnnxRuntimeEngine(BufferedEngine[OnnxRuntimeEngineConfig]):
         spin = "1" if cfg.allow_spinning else "0"
         opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
         opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
+        if cfg.allow_spinning and cfg.stop_spinning_after_run:
+            opts.add_session_config_entry("session.force_spinning_stop", "1")
         available = list(ort.get_available_providers())
         providers = cfg.providers if cfg.providers is not None else default_providers(available)
         missing = [p for p in providers if p not in available]

@@ -91,6 +91,22 @@ def test_allow_spinning_reaches_the_session(tiny_model: TinyModel, spin: bool) -
         engine.close()
 
 
+@pytest.mark.parametrize("stop", [True, False])
+def test_spinning_stops_after_each_run_only_when_configured(tiny_model: TinyModel, stop: bool) -> None:
+    engine = OnnxRuntimeEngineConfig(model=str(tiny_model()), warmup=0, stop_spinning_after_run=stop).build(Path("."))
+    engine.load()
+    try:
+        opts = engine._session.get_session_options()
+        assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+        if stop:
+            assert opts.get_session_config_entry("session.force_spinning_stop") == "1"
+        else:
+            with pytest.raises(RuntimeError, match="does not have"):  # unset: ORT's default, it spins on
+                opts.get_session_config_entry("session.force_spinning_stop")
+    finally:
+        engine.close()
+
+
 def test_dynamic_batch_model_takes_the_configured_batch(tiny_model: TinyModel, pixels_to_tensor: ToTensor) -> None:
     path = tiny_model(batch="N")
     engine = OnnxRuntimeEngineConfig(model=str(path), batch=2, warmup=0).build(Path("."))
