@@ -79,6 +79,9 @@ def test_sigkill_mid_stream_then_restart_delivers_every_verdict(
     # or the kill came between the JSONL sink's write and the MQTT sink's journal (reported if they never arrive)
     unaccounted = [i for i in first if i not in set(sub.ids("/verdict")) and i not in outbox]
     broker.start()
+    # the subscriber first: the service connects within milliseconds of its start and replays at once,
+    # and a broker that lost the subscriber's session at its restart keeps nothing for it until then
+    assert sub.wait_subscribed(30), "the subscriber did not reconnect to the restarted broker"
     # run 2: replays run 1's outbox (late), judges new parts (current); SIGKILL while the broker is up
     proc = run([], "run2.log")
     try:
