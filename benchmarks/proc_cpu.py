@@ -21,14 +21,12 @@ def process_cpu_s(pid: int) -> float:
     return stat_cpu_s(Path(f"/proc/{pid}/stat")) or 0.0
 
 
-def thread_cpu_ms(group: tuple[str, ...] = ()) -> dict[str, float]:
-    """CPU time (ms) of each live Python thread of this process so far, by thread name (Linux /proc).
-    Threads whose name starts with one of `group` are summed under that prefix + "*"."""
+def thread_cpu_ms() -> dict[str, float]:
+    """CPU time (ms) of each live Python thread of this process so far, by thread name (Linux /proc;
+    threads of one name summed)."""
     out: dict[str, float] = {}
     for t in threading.enumerate():
         cpu = stat_cpu_s(Path(f"/proc/self/task/{t.native_id}/stat"))
-        if cpu is None:
-            continue
-        name = next((g + "*" for g in group if t.name.startswith(g)), t.name)
-        out[name] = out.get(name, 0.0) + cpu * 1e3
+        if cpu is not None:
+            out[t.name] = out.get(t.name, 0.0) + cpu * 1e3
     return out
