@@ -36,6 +36,16 @@ def journal_ids(path: Path) -> set[str]:
         return {r for (r,) in db.execute("SELECT result_id FROM entries")}
 
 
+def journaled_while_waiting(sink: Any, verdicts: list[Any], on_disk: Callable[[], set[str]]) -> float:
+    """Submit `verdicts` while the sink's writer waits in a delivery; seconds until all are on disk
+    (fails if that takes over 5 s: a crash meanwhile would lose them)."""
+    for v in verdicts:
+        assert sink.submit(v)
+    t0 = time.monotonic()
+    assert wait_until(lambda: {v.result_id for v in verdicts} <= on_disk(), 5), "not journaled during the wait"
+    return time.monotonic() - t0
+
+
 def wait_until(pred: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:

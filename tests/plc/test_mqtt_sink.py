@@ -9,7 +9,7 @@ from typing import Any
 
 from edge.registry import sink_registry
 from plc.mqtt import MqttSink, MqttSinkConfig
-from tests.plc.peers import Mosquitto, Subscriber, journal_ids, make_verdict, wait_until
+from tests.plc.peers import Mosquitto, Subscriber, journal_ids, journaled_while_waiting, make_verdict, wait_until
 
 
 def make_sink(tmp_path: Path, port: int, **kw: Any) -> MqttSink:
@@ -151,11 +151,7 @@ def test_verdicts_are_journaled_while_a_delivery_waits_on_a_frozen_broker(tmp_pa
             assert wait_until(lambda: first.result_id in on_disk(), 5)
             time.sleep(0.3)  # the writer is in deliver(), waiting for the PUBACK of `first`
             later = [make_verdict(i, budget_ms=60_000) for i in range(1, 11)]
-            for v in later:
-                assert sink.submit(v)
-            t0 = time.monotonic()
-            assert wait_until(lambda: {v.result_id for v in later} <= on_disk(), 5), "not journaled during the wait"
-            journaled_s = time.monotonic() - t0
+            journaled_s = journaled_while_waiting(sink, later, on_disk)
             assert not sub.ids("/verdict")  # the broker is frozen: nothing was delivered
         finally:
             os.kill(broker.proc.pid, signal.SIGCONT)

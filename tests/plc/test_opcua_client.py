@@ -18,7 +18,14 @@ from edge.ioloop import IoLoop
 from edge.registry import sink_registry
 from plc.certs import make_leaf, write_keypair
 from plc.opcua_client import OpcUaClientSink, OpcUaClientSinkConfig
-from tests.plc.peers import free_port, journal_ids, make_client_pki, make_verdict, wait_until
+from tests.plc.peers import (
+    free_port,
+    journal_ids,
+    journaled_while_waiting,
+    make_client_pki,
+    make_verdict,
+    wait_until,
+)
 
 TAGS = {
     "VerdictCode": (ua.VariantType.Int16, 0),
@@ -29,6 +36,9 @@ TAGS = {
     "Ack": (ua.VariantType.UInt32, 0),
     "StaleCount": (ua.VariantType.UInt32, 0),
 }
+# the client-mode tags with the PLC's ack handshake
+ACK_TAGS = {"verdict_code": "ns=2;s=DB_Vision.VerdictCode", "sequence": "ns=2;s=DB_Vision.Sequence",
+            "result_id": "ns=2;s=DB_Vision.ResultId", "ack": "ns=2;s=DB_Vision.Ack"}
 
 
 class PlcStandIn:
@@ -123,8 +133,7 @@ def test_client_mode_over_signandencrypt_with_a_user(tmp_path: Path) -> None:
     base = {
         "type": "opcua-client",
         "url": f"opc.tcp://127.0.0.1:{port}/plc",
-        "tags": {"verdict_code": "ns=2;s=DB_Vision.VerdictCode", "sequence": "ns=2;s=DB_Vision.Sequence",
-                 "result_id": "ns=2;s=DB_Vision.ResultId", "ack": "ns=2;s=DB_Vision.Ack"},
+        "tags": ACK_TAGS,
         "security": {"mode": "SignAndEncrypt", "certificate": str(pki.cert), "private_key": str(pki.key)},
         "username": "vision",
         "connect_timeout_s": 5.0,
@@ -242,8 +251,7 @@ def test_verdicts_are_journaled_while_the_plc_holds_its_ack(tmp_path: Path) -> N
     cfg = {
         "type": "opcua-client",
         "url": f"opc.tcp://127.0.0.1:{port}/plc",
-        "tags": {"verdict_code": "ns=2;s=DB_Vision.VerdictCode", "sequence": "ns=2;s=DB_Vision.Sequence",
-                 "result_id": "ns=2;s=DB_Vision.ResultId", "ack": "ns=2;s=DB_Vision.Ack"},
+        "tags": ACK_TAGS,
         "ack_timeout_s": 30.0,
         "connect_timeout_s": 5.0,
         "journal": {"path": str(tmp_path / "journal.sqlite")},
@@ -256,11 +264,7 @@ def test_verdicts_are_journaled_while_the_plc_holds_its_ack(tmp_path: Path) -> N
         sink.submit(first)
         assert wait_until(lambda: plc.ids() == [first.result_id], 30), sink.health()
         later = [make_verdict(i, budget_ms=60_000) for i in range(1, 11)]
-        for v in later:
-            sink.submit(v)
-        t0 = time.monotonic()
-        assert wait_until(lambda: {v.result_id for v in later} <= on_disk(), 5), "not journaled during the wait"
-        journaled_s = time.monotonic() - t0
+        journaled_s = journaled_while_waiting(sink, later, on_disk)
         assert plc.ids() == [first.result_id]  # the writer still waits for the first ack
         plc.hold_acks = False
         plc.loop.run_sync(plc.ack(plc.received[-1]["sequence"]), 10)
