@@ -40,6 +40,17 @@ def _nothing() -> None:
     pass
 
 
+def wait_in_slices(wait: Callable[[float], Any], timeout_s: float, meanwhile: Callable[[], None]) -> bool:
+    """Wait up to `timeout_s` through `wait(slice_s)` (truthy when done) in slices of `WAIT_SLICE_S`,
+    calling `meanwhile` between them; whether it was done in time."""
+    end = time.monotonic() + timeout_s
+    while not wait(max(0.0, min(WAIT_SLICE_S, end - time.monotonic()))):
+        if time.monotonic() >= end:
+            return False
+        meanwhile()
+    return True
+
+
 class Entry(Protocol):
     """What the link needs of a journal entry (`edge.sinks.journal.JournalEntry`)."""
 
@@ -146,11 +157,7 @@ class MqttLink:
         except (OSError, ValueError) as exc:
             raise SinkError(f"mqtt sink {self.name}: cannot connect to {s.host}:{s.port} ({exc})") from exc
         client.loop_start()
-        end = time.monotonic() + s.connect_timeout_s
-        while not self._connected.wait(max(0.0, min(WAIT_SLICE_S, end - time.monotonic()))):
-            if time.monotonic() >= end:
-                break
-            meanwhile()
+        wait_in_slices(self._connected.wait, s.connect_timeout_s, meanwhile)
         if not self.connected:
             log.warning(
                 "mqtt sink %s: broker %s:%s not reachable yet (%s); verdicts wait in the outbox",

@@ -32,7 +32,7 @@ from edge.ioloop import IoLoop
 from edge.sinks.durable import DurableSink, DurableSinkConfigBase
 from edge.sinks.journal import JournalEntry
 from plc.machine_vision.result_model import VERDICT_CODES
-from plc.mqtt_link import WAIT_SLICE_S, age_s, read_password
+from plc.mqtt_link import age_s, read_password, wait_in_slices
 from plc.stale import classify
 
 if TYPE_CHECKING:
@@ -154,12 +154,9 @@ class OpcUaClientSink(DurableSink):
         except Exception as exc:  # the I/O loop is gone (the service stopping)
             coro.close()
             raise TransientSinkError(f"PLC {self.ocfg.url}: no I/O loop ({exc})") from exc
-        end = time.monotonic() + timeout
         try:  # in slices: what is submitted while the PLC is slow to answer (connect, ack) goes to the journal
-            while not wait_futures([future], timeout=max(0.0, min(WAIT_SLICE_S, end - time.monotonic())))[0]:
-                if time.monotonic() >= end:
-                    raise TimeoutError(f"no answer within {timeout:g} s")
-                self.journal_waiting()
+            if not wait_in_slices(lambda t: wait_futures([future], timeout=t)[0], timeout, self.journal_waiting):
+                raise TimeoutError(f"no answer within {timeout:g} s")
             return future.result(0)
         except (SinkError, TransientSinkError):
             raise
