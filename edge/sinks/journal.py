@@ -90,6 +90,18 @@ class JournalEntry:
         return self.replayed or (deadline is not None and now > deadline)
 
 
+def insert_entries(db: sqlite3.Connection, rows: Sequence[tuple[str, str, int]], run_id: str) -> list[JournalEntry]:
+    """Insert (result_id, payload_json, enqueued_wall_ns) rows into `entries` (a sink's journal or the
+    outbox) inside the caller's transaction; their entries."""
+    db.executemany(
+        "INSERT INTO entries(result_id, payload, enqueued_wall_ns, run_id) VALUES (?, ?, ?, ?)",
+        [(r, p, t, run_id) for r, p, t in rows],
+    )
+    last = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
+    first = last - len(rows) + 1  # one writer, one transaction: the sequence numbers are contiguous
+    return [JournalEntry(first + i, r, p, t) for i, (r, p, t) in enumerate(rows)]
+
+
 class Journal:
     def __init__(self, path: Path, max_entries: int, max_age_s: float) -> None:
         self.path = path
@@ -117,17 +129,12 @@ class Journal:
         db = self.db
         db.execute("BEGIN")
         try:
-            db.executemany(
-                "INSERT INTO entries(result_id, payload, enqueued_wall_ns, run_id) VALUES (?, ?, ?, ?)",
-                [(r, p, t, self.run_id) for r, p, t in rows],
-            )
-            last = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
+            entries = insert_entries(db, rows, self.run_id)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        first = last - len(rows) + 1  # one writer, one transaction: the sequence numbers are contiguous
-        return [JournalEntry(first + i, r, p, t) for i, (r, p, t) in enumerate(rows)]
+        return entries
 
     def pending(self, limit: int) -> list[JournalEntry]:
         rows = self.db.execute(

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from edge.errors import SinkError
 from edge.sinks.base import QueuedWriter, hand_off
-from edge.sinks.journal import JournalEntry, open_wal
+from edge.sinks.journal import JournalEntry, insert_entries, open_wal
 from edge.verdict import Verdict
 
 if TYPE_CHECKING:
@@ -266,15 +266,10 @@ class Outbox(QueuedWriter):
             try:
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    db.executemany(
-                        "INSERT INTO entries(result_id, payload, enqueued_wall_ns, run_id) VALUES (?, ?, ?, ?)",
-                        [(r, p, t, self.run_id) for r, p, t in rows],
-                    )
-                    last = int(db.execute("SELECT last_insert_rowid()").fetchone()[0])
-                    first = last - len(rows) + 1  # one writer, one transaction: contiguous
+                    entries = insert_entries(db, rows, self.run_id)
                     db.executemany(
                         "INSERT INTO pending(sink, seq) VALUES (?, ?)",
-                        [(m.name, first + i) for m in self.members for i in range(len(rows))],
+                        [(m.name, e.seq) for m in self.members for e in entries],
                     )
                     db.execute("COMMIT")
                 except BaseException:
@@ -292,7 +287,6 @@ class Outbox(QueuedWriter):
                 log.warning("sink %s: cannot journal %d verdict(s) (%s); retrying", self.name, len(rows), exc)
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        entries = [JournalEntry(first + i, r, p, t) for i, (r, p, t) in enumerate(rows)]
         self.journaled += len(entries)
         self.counters.count(written=len(entries))
         for m in self.members:
