@@ -9,11 +9,12 @@
                    first request from the kept frame and record, then cached beside them
 
 The listener runs in the pipeline's emitting thread before the camera buffer is released: it
-copies the frame (and a per-frame golden reference) once into a free slot of a pool allocated
-at start and returns; when no slot is free the evidence is skipped and counted, the verdict
-never waits. A lower-priority encoder thread encodes and writes what capture time needs (the
-overlays and the heat map cost more than the frame's own encoding: they are drawn only for
-the verdicts someone looks at), then gives the slot back. Files are named by the verdict's
+copies the frame (and a per-frame golden reference, unless it is an immutable array the camera
+keeps, which is held instead) once into a free slot of a pool allocated at start and returns;
+when no slot is free the evidence is skipped and counted, the verdict never waits. A
+lower-priority encoder thread encodes and writes what capture time needs (the overlays and the
+heat map cost more than the frame's own encoding: they are drawn only for the verdicts someone
+looks at), then gives the slot back. Files are named by the verdict's
 result id and found only by it (an id is checked against its pattern before any path is
 made). Retention by count, age and free disk; a reference file goes with the last verdict
 that uses it.
@@ -50,6 +51,7 @@ REF_ID = re.compile(r"^[0-9a-f]{40}$")
 _SUFFIX = {"image": "", "heat": ".heat", "thumb": ".thumb"}
 _PARTS = ("", ".heat", ".thumb", ".frame", ".meta")  # every file of one verdict's evidence
 _STOP = object()
+FIXED_REFS_KNOWN = 256  # references known by identity (a replay folder's, a camera table's)
 
 
 class EvidenceConfig(BaseModel):
@@ -165,7 +167,8 @@ class EvidenceRecorder:
         self._kept: OrderedDict[str, tuple[int, int, str | None]] = OrderedDict()
         self._kept_lock = threading.Lock()
         self._refs: dict[str, int] = {}  # reference hash -> kept verdicts using it
-        self._fixed_refs: dict[int, tuple[np.ndarray, str]] = {}  # id(camera reference) -> (it, hash)
+        # id(camera reference) -> (it, hash), least recently used first
+        self._fixed_refs: OrderedDict[int, tuple[np.ndarray, str]] = OrderedDict()
         self.counts = {
             "offered": 0,
             "taken": 0,
@@ -214,6 +217,9 @@ class EvidenceRecorder:
             self._pass_acc -= 1.0
         array = frame.array
         reference = frame.reference
+        kept_ref: np.ndarray | None = None
+        if reference is not None and _immutable(reference):
+            kept_ref, reference = reference, None  # the camera's own: held, not copied
         need = array.nbytes + (reference.nbytes if reference is not None else 0)
         if need > self.slot_bytes or array.dtype != np.uint8 or array.ndim not in (2, 3):
             c["skipped_too_large"] += 1
@@ -229,7 +235,7 @@ class EvidenceRecorder:
         if reference is not None:
             ref_shape = reference.shape
             np.copyto(buf[array.nbytes : need].reshape(reference.shape), reference)
-        self._jobs.put_nowait((slot, verdict, array.shape, frame.channel_order, ref_shape))
+        self._jobs.put_nowait((slot, verdict, array.shape, frame.channel_order, ref_shape, kept_ref))
         c["taken"] += 1
 
     # -- serving (request threads) -------------------------------------------------------------------
@@ -367,9 +373,9 @@ class EvidenceRecorder:
             want_idle = use_idle and 2 * len(self._free) >= self.config.pool_slots - 1
             if want_idle != idle:
                 idle = self._set_idle(tid, want_idle)
-            slot, verdict, shape, order, ref_shape = job
+            slot, verdict, shape, order, ref_shape, kept_ref = job
             try:
-                self._encode(slot, verdict, shape, order, ref_shape)
+                self._encode(slot, verdict, shape, order, ref_shape, kept_ref)
             except Exception as exc:  # one bad frame must not stop the evidence of the next
                 self.counts["errors"] += 1
                 self.last_error = f"{verdict.result_id}: {exc}"
@@ -385,18 +391,25 @@ class EvidenceRecorder:
             return False
         return idle
 
-    def _reference_id(self, buf: np.ndarray, n: int, ref_shape: Any, camera: str) -> str | None:
-        """The content hash of the frame's golden reference, its PNG written once per distinct one."""
+    def _reference_id(
+        self, buf: np.ndarray, n: int, ref_shape: Any, camera: str, kept_ref: np.ndarray | None = None
+    ) -> str | None:
+        """The content hash of the frame's golden reference, its PNG written once per distinct one.
+
+        A reference the camera holds for good (its table, or an immutable array of its own, like
+        the replay camera's per-image references) is hashed once and then known by identity."""
         reference: np.ndarray | None = None
         ref: str | None = None
-        fixed: np.ndarray | None = None
+        fixed: np.ndarray | None = kept_ref
         if ref_shape is not None:
             reference = buf[n : n + int(np.prod(ref_shape))].reshape(ref_shape)
-        elif self.references_for is not None:
+        elif fixed is None and self.references_for is not None:
             fixed = self.references_for(camera)
-            known = self._fixed_refs.get(id(fixed)) if fixed is not None else None
-            if known is not None and known[0] is fixed:  # the camera's table: hashed once
+        if fixed is not None:
+            known = self._fixed_refs.get(id(fixed))
+            if known is not None and known[0] is fixed:
                 ref = known[1]
+                self._fixed_refs.move_to_end(id(fixed))
             reference = fixed
         if reference is None:
             return None
@@ -407,15 +420,25 @@ class EvidenceRecorder:
             h.update(repr(reference.shape).encode())
             h.update(np.ascontiguousarray(reference).data)
             ref = h.hexdigest()
-            if fixed is not None:
+            if fixed is not None:  # held here, so its id is not reused while it is a key
                 self._fixed_refs[id(fixed)] = (fixed, ref)
+                while len(self._fixed_refs) > FIXED_REFS_KNOWN:
+                    self._fixed_refs.popitem(last=False)
         path = self._ref_path(ref)
         if not path.is_file():
             self._write_file(path, np.ascontiguousarray(reference), [cv2.IMWRITE_PNG_COMPRESSION, 1])
             self.counts["references"] += 1
         return ref
 
-    def _encode(self, slot: int, verdict: Verdict, shape: tuple[int, ...], order: str, ref_shape: Any) -> None:
+    def _encode(
+        self,
+        slot: int,
+        verdict: Verdict,
+        shape: tuple[int, ...],
+        order: str,
+        ref_shape: Any,
+        kept_ref: np.ndarray | None = None,
+    ) -> None:
         """Capture time: the frame encoded once, a thumbnail, the record; overlays come on demand."""
         buf = self._pool[slot]
         n = int(np.prod(shape))
@@ -426,7 +449,7 @@ class EvidenceRecorder:
             channel = 2
         elif frame.ndim == 3 and shape[2] != 3:
             frame = np.ascontiguousarray(frame[:, :, :3])
-        ref = self._reference_id(buf, n, ref_shape, verdict.camera)
+        ref = self._reference_id(buf, n, ref_shape, verdict.camera, kept_ref)
         record = verdict.to_dict()
         rid = verdict.result_id
         ext = self.config.format
@@ -527,6 +550,12 @@ class EvidenceRecorder:
             if self.index is not None:
                 self.index.remove_evidence(gone)
             log.debug("evidence: retention deleted %s", len(gone))
+
+
+def _immutable(array: np.ndarray) -> bool:
+    """Whether an array can be held instead of copied: read-only and owning its memory, so nothing
+    can write to it (a read-only *view* may be of a camera buffer that is reused after release)."""
+    return array.base is None and not array.flags.writeable
 
 
 def _can_leave_idle(nice: int) -> bool:

@@ -199,6 +199,41 @@ def test_overlays_are_rendered_once_on_request_and_references_stored_once(tmp_pa
     assert not list(tmp_path.glob(f"{vs[0].result_id}*"))
 
 
+def test_a_cameras_immutable_reference_is_held_not_copied_and_hashed_once(tmp_path: Path) -> None:
+    """The replay camera's per-image references are read-only arrays of its own: the listener holds
+    them instead of copying them, and the encoder hashes each once, then knows it by identity. A
+    read-only *view* (of a buffer the camera may reuse) is still copied."""
+    rec = EvidenceRecorder(EvidenceConfig(enabled=True, min_free_mb=0), tmp_path)
+    rec.start()
+    ref = np.tile(np.linspace(40, 120, 160, dtype=np.uint8), (120, 1)).copy()  # owns its memory
+    ref.flags.writeable = False
+    part = ref.copy()
+    part[30:70, 20:60] = 255
+    vs = [verdict(VerdictKind.REJECT, i) for i in range(4)]
+    for v in vs:
+        rec(v, frame(part, ref, v.frame_id))
+    wait_for(lambda: rec.counts["written"] == 4)
+    known = [k[0] for k in rec._fixed_refs.values()]
+    assert len(known) == 1 and known[0] is ref  # one identity, hashed once
+    assert rec.counts["references"] == 1 and len(list((tmp_path / "refs").iterdir())) == 1
+    heat = rec.path_for(vs[3].result_id, "heat")
+    assert heat is not None
+    back = cv2.imread(str(next((tmp_path / "refs").iterdir())), cv2.IMREAD_GRAYSCALE)
+    assert np.array_equal(back, ref)
+    # a read-only view of a buffer that changes after the listener returns: copied, so the kept
+    # reference is what the frame was judged against
+    buffer = ref.copy()
+    view = buffer[:, :]
+    view.flags.writeable = False
+    late = verdict(VerdictKind.REJECT, 9)
+    rec(late, frame(part, view, 9))
+    buffer[:] = 7
+    wait_for(lambda: rec.counts["written"] == 5)
+    rec.close()
+    assert len(rec._fixed_refs) == 1  # the view was not taken for a camera's own reference
+    assert rec.counts["references"] == 1  # same content as `ref`: the same reference file
+
+
 def test_rgb_frames_keep_colour_and_compare_the_first_channel(tmp_path: Path) -> None:
     rec = EvidenceRecorder(EvidenceConfig(enabled=True, min_free_mb=0, format="png"), tmp_path)
     rec.start()
