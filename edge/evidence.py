@@ -51,7 +51,11 @@ REF_ID = re.compile(r"^[0-9a-f]{40}$")
 _SUFFIX = {"image": "", "heat": ".heat", "thumb": ".thumb"}
 _PARTS = ("", ".heat", ".thumb", ".frame", ".meta")  # every file of one verdict's evidence
 _STOP = object()
-FIXED_REFS_KNOWN = 256  # references known by identity (a replay folder's, a camera table's)
+# references known by identity (a replay folder's, a camera table's), held so that an id is not
+# reused while it is a key: at most this many, and this many bytes (a camera that makes a new
+# reference array per frame never hits, and must not have its arrays kept alive here)
+FIXED_REFS_KNOWN = 256
+FIXED_REFS_BYTES = 64 * 1024 * 1024
 
 
 class EvidenceConfig(BaseModel):
@@ -420,10 +424,14 @@ class EvidenceRecorder:
             h.update(repr(reference.shape).encode())
             h.update(np.ascontiguousarray(reference).data)
             ref = h.hexdigest()
-            if fixed is not None:  # held here, so its id is not reused while it is a key
+            if fixed is not None:
                 self._fixed_refs[id(fixed)] = (fixed, ref)
-                while len(self._fixed_refs) > FIXED_REFS_KNOWN:
-                    self._fixed_refs.popitem(last=False)
+                held = sum(a.nbytes for a, _ in self._fixed_refs.values())
+                while len(self._fixed_refs) > 1 and (
+                    len(self._fixed_refs) > FIXED_REFS_KNOWN or held > FIXED_REFS_BYTES
+                ):
+                    _, (gone, _) = self._fixed_refs.popitem(last=False)
+                    held -= gone.nbytes
         path = self._ref_path(ref)
         if not path.is_file():
             self._write_file(path, np.ascontiguousarray(reference), [cv2.IMWRITE_PNG_COMPRESSION, 1])

@@ -199,7 +199,9 @@ def test_overlays_are_rendered_once_on_request_and_references_stored_once(tmp_pa
     assert not list(tmp_path.glob(f"{vs[0].result_id}*"))
 
 
-def test_a_cameras_immutable_reference_is_held_not_copied_and_hashed_once(tmp_path: Path) -> None:
+def test_a_cameras_immutable_reference_is_held_not_copied_and_hashed_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The replay camera's per-image references are read-only arrays of its own: the listener holds
     them instead of copying them, and the encoder hashes each once, then knows it by identity. A
     read-only *view* (of a buffer the camera may reuse) is still copied."""
@@ -229,9 +231,19 @@ def test_a_cameras_immutable_reference_is_held_not_copied_and_hashed_once(tmp_pa
     rec(late, frame(part, view, 9))
     buffer[:] = 7
     wait_for(lambda: rec.counts["written"] == 5)
-    rec.close()
     assert len(rec._fixed_refs) == 1  # the view was not taken for a camera's own reference
     assert rec.counts["references"] == 1  # same content as `ref`: the same reference file
+    # a camera that makes a new immutable reference per frame: the ones known by identity stay
+    # bounded (count and bytes), so they are not kept alive here
+    monkeypatch.setattr("edge.evidence.FIXED_REFS_KNOWN", 3)
+    for i in range(20, 26):
+        fresh = ref.copy()
+        fresh.flags.writeable = False
+        rec(verdict(VerdictKind.REJECT, i), frame(part, fresh, i))
+        wait_for(lambda n=i: rec.counts["written"] == n - 14)
+    rec.close()
+    assert len(rec._fixed_refs) == 3
+    assert rec.counts["references"] == 1  # all the same content
 
 
 def test_rgb_frames_keep_colour_and_compare_the_first_channel(tmp_path: Path) -> None:
