@@ -18,7 +18,7 @@ web server's start, the client's first request and the first SQLite pages are pa
 start, not per part). Per-thread CPU is over the same window.
 
     .venv/bin/python benchmarks/web.py [--frames 300] [--rounds 3] [--engine onnxruntime] [--browser]
-        [--warmup 20] [--intra-op-threads N]
+        [--warmup 20] [--intra-op-threads N] [--reject-share 0.03]
 """
 
 from __future__ import annotations
@@ -64,11 +64,12 @@ def make_config(
     evidence_idle: bool = False,
     rate_ppm: float = 0.0,
     stop_spinning: bool = False,
+    images: Path = DEMO_DATA / "images",
 ) -> Any:
     camera: dict[str, Any] = {
         "type": "replay",
         "name": "bench",
-        "path": str(DEMO_DATA / "images"),
+        "path": str(images),
         "rate_ppm": rate_ppm,
         "max_in_flight": in_flight,
     }
@@ -93,6 +94,19 @@ def make_config(
         "web": {"enabled": on, "port": 0, "token_env": "EI_BENCH_TOKEN"},
     }
     return parse_config(yaml.safe_dump(cfg), "<bench>")
+
+
+def line_mix(folder: Path, reject_share: float) -> Path:
+    """A replay folder (links to the demo's images) where about `reject_share` of the parts are
+    defective: every defect-free board (`*_temp`) and as many defective ones (`*_test`) as make
+    that share. The demo's own folder is half and half; a production line rejects far fewer."""
+    good = sorted((DEMO_DATA / "images").glob("*_temp.*"))
+    bad = sorted((DEMO_DATA / "images").glob("*_test.*"))
+    n_bad = min(len(bad), max(1, round(len(good) * reject_share / (1.0 - reject_share))))
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in good + bad[:n_bad]:
+        (folder / f.name).symlink_to(f)
+    return folder
 
 
 def sse_client(url: str, stop: Any, counts: Any) -> None:
@@ -262,6 +276,9 @@ def main() -> int:
     ap.add_argument("--stop-spinning", action="store_true",
                     help="the onnxruntime engine's stop_spinning_after_run on both sides (writes web-stop-spinning.*)")
     ap.add_argument("--evidence-idle", action="store_true", help="evidence.encoder_idle: the encoder under SCHED_IDLE")
+    ap.add_argument("--reject-share", type=float, default=None,
+                    help="replay a mix of the demo's boards with about this share of defective ones (e.g. 0.03) "
+                    "instead of the demo's half and half (writes web-rejects-<share>.*)")
     ap.add_argument("--warmup", type=int, default=20, help="verdicts of each run left out of the figures")
     ap.add_argument("--browser", action="store_true", help="a headless Chromium on the page instead of an SSE client")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
@@ -271,6 +288,11 @@ def main() -> int:
     spin = None if args.allow_spinning is None else args.allow_spinning == "yes"
     rounds: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ei-bench-web-") as tmp:
+        images = DEMO_DATA / "images"
+        if args.reject_share is not None:
+            if not 0.0 < args.reject_share < 1.0:
+                ap.error("--reject-share must be between 0 and 1")
+            images = line_mix(Path(tmp) / "line", args.reject_share)
         for r in range(args.rounds):
             res: dict[str, Any] = {}
             order = ("off", "on") if r % 2 == 0 else ("on", "off")  # ABBA: drift cancels
@@ -291,6 +313,7 @@ def main() -> int:
                         args.evidence_idle,
                         rate,
                         args.stop_spinning,
+                        images,
                     )
                     res[f"{which}_{mode}"] = run(cfg, args.frames, args.browser, args.warmup)
             ratio = res["on_saturated"]["fps"] / res["off_saturated"]["fps"]
@@ -341,6 +364,7 @@ def main() -> int:
         "allow_spinning": spin,
         "evidence_encoder_idle": args.evidence_idle,
         "stop_spinning_after_run": args.stop_spinning,
+        "reject_share_of_images": args.reject_share,
         "rounds": rounds,
         "throughput_ratio_median": round(ratio, 4),
         "p99_delta_ms_median": round(dp99, 3),
@@ -372,6 +396,8 @@ def main() -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "web-stop-spinning" if args.stop_spinning else "web"
+    if args.reject_share is not None:
+        stem += f"-rejects-{args.reject_share:g}"
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     plot(result, args.out / f"{stem}.png")
     keys = ("throughput_ratio_median", "throughput_ratio_pooled", "p99_delta_ms_median", "cpu_per_frame_ratio_median",
