@@ -396,7 +396,7 @@ class EvidenceRecorder:
         return idle
 
     def _reference_id(
-        self, buf: np.ndarray, n: int, ref_shape: Any, camera: str, kept_ref: np.ndarray | None = None
+        self, buf: np.ndarray, n: int, ref_shape: Any, camera: str, kept_ref: np.ndarray | None
     ) -> str | None:
         """The content hash of the frame's golden reference, its PNG written once per distinct one.
 
@@ -445,7 +445,7 @@ class EvidenceRecorder:
         shape: tuple[int, ...],
         order: str,
         ref_shape: Any,
-        kept_ref: np.ndarray | None = None,
+        kept_ref: np.ndarray | None,
     ) -> None:
         """Capture time: the frame encoded once, a thumbnail, the record; overlays come on demand."""
         buf = self._pool[slot]
