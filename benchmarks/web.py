@@ -283,6 +283,8 @@ def main() -> int:
     ap.add_argument("--browser", action="store_true", help="a headless Chromium on the page instead of an SSE client")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     args = ap.parse_args()
+    if args.reject_share is not None and not 0.0 < args.reject_share < 1.0:
+        ap.error("--reject-share must be between 0 and 1")
     os.environ.setdefault("EI_BENCH_TOKEN", secrets.token_urlsafe(24))
 
     spin = None if args.allow_spinning is None else args.allow_spinning == "yes"
@@ -290,8 +292,6 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ei-bench-web-") as tmp:
         images = DEMO_DATA / "images"
         if args.reject_share is not None:
-            if not 0.0 < args.reject_share < 1.0:
-                ap.error("--reject-share must be between 0 and 1")
             images = line_mix(Path(tmp) / "line", args.reject_share)
         for r in range(args.rounds):
             res: dict[str, Any] = {}
